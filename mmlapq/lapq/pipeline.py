@@ -1,0 +1,103 @@
+"""LAPQ end to end on a wrapped model: initialise, choose p, search jointly,
+correct biases; one result object records every stage."""
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Dict, Optional
+
+import torch
+
+from ..quant.bias_correction import empirical_bias_correction
+from .initialize import ClipInitializer, InitSettings
+from .objective import CalibrationObjective, log_every
+from .psweep import sweep_p
+from .search import SearchResult, SearchSettings, joint_search
+
+
+@dataclass
+class LapqResult:
+    init_method: str
+    init_mode: str
+    p_star: Optional[float]
+    init_loss: float
+    final_loss: float
+    search: SearchResult
+    init_clips: Dict[str, torch.Tensor]
+    clips: Dict[str, torch.Tensor]
+    p_sweep: Optional[dict] = None
+    bias_correction: str = 'none'
+    loss_before_bias_correction: Optional[float] = None
+    seconds: Dict[str, float] = field(default_factory=dict)
+
+    @property
+    def func_evals(self) -> int:
+        return self.search.func_evals
+
+    def summary(self) -> dict:
+        """JSON-ready record (clips as lists)."""
+        return dict(
+            init=dict(method=self.init_method, mode=self.init_mode,
+                      p=self.p_star, calib_loss=self.init_loss,
+                      p_sweep=self.p_sweep),
+            lapq=dict(method=self.search.method, calib_loss=self.final_loss,
+                      search_best_loss=self.search.best_loss,
+                      func_evals=self.search.func_evals,
+                      seconds=self.search.seconds,
+                      ms_per_eval=self.search.ms_per_eval,
+                      stopped=self.search.stopped,
+                      loss_history=self.search.history,
+                      bias_correction=self.bias_correction,
+                      loss_before_bias_correction=(
+                          self.loss_before_bias_correction)),
+            seconds=self.seconds)
+
+
+def run_lapq(objective: CalibrationObjective, init: InitSettings,
+             search: SearchSettings, bias_correction: str = 'none',
+             auto_sign: bool = True,
+             logger: Optional[logging.Logger] = None,
+             reduce_hist=None) -> LapqResult:
+    """Run every stage on the objective's (already wrapped) model."""
+    log = log_every(logger, search.log_interval)
+    seconds = OrderedDict()
+    t = time.perf_counter()
+    initializer = ClipInitializer(objective, init, auto_sign=auto_sign,
+                                  reduce_hist=reduce_hist)
+    sweep, p_star = None, init.p
+    if init.method == 'lp' and init.p is None:
+        sweep = sweep_p(initializer, objective.loss, init.p_grid, log)
+        p_star = sweep.fit.p_star
+        log(f'p* = {p_star:.3f} {sweep.fit.fallback}'.rstrip(), force=True)
+    else:
+        initializer(init.p)
+        if init.method != 'lp':
+            p_star = None
+    init_loss = objective.loss()
+    init_clips = objective.clips()
+    seconds['init'] = time.perf_counter() - t
+    log(f'init {init.method} ({init.mode}): calibration loss {init_loss:.5f}',
+        force=True)
+
+    t = time.perf_counter()
+    result = joint_search(objective, search, log)
+    seconds['search'] = time.perf_counter() - t
+    final_loss, loss_before_bc = result.best_loss, None
+    if bias_correction == 'empirical':
+        t = time.perf_counter()
+        loss_before_bc = final_loss
+        empirical_bias_correction(
+            _chain_module(objective),
+            lambda: objective.run_from(0, objective.calib.inputs))
+        final_loss = objective.loss()
+        seconds['bias_correction'] = time.perf_counter() - t
+        log(f'empirical bias correction: loss {loss_before_bc:.5f} -> '
+            f'{final_loss:.5f}', force=True)
+    return LapqResult(init.method, init.mode, p_star, init_loss, final_loss,
+                      result, init_clips, objective.clips(),
+                      sweep.to_dict() if sweep else None, bias_correction,
+                      loss_before_bc, dict(seconds))
+
+
+def _chain_module(objective: CalibrationObjective) -> torch.nn.Module:
+    return torch.nn.ModuleList(objective.steps)

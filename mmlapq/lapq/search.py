@@ -1,0 +1,154 @@
+"""Joint loss-aware search over all clips (LAPQ.md section 5).
+
+Variables: one per quantizer, u = log(alpha / alpha0), so every variable has
+the same scale whatever its layer (scipy's line search then takes sensible
+steps) and alpha stays > 0; bounds keep alpha in
+[exp(lo), exp(hi)] * alpha0. Per-channel clips move together (one multiplier
+per tensor). The best point seen is kept whatever scipy returns; a budget of
+evaluations and Ctrl-C both end the search at that best point.
+"""
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from scipy import optimize
+
+from .objective import CalibrationObjective
+
+SEARCH_METHODS = ('powell', 'coordinate', 'none')
+
+
+@dataclass
+class SearchSettings:
+    method: str = 'powell'
+    maxiter: int = 2            # Powell / coordinate-descent sweeps
+    max_evals: Optional[int] = None
+    log_bounds: tuple = (-2.3, 0.7)  # alpha in [0.1, 2.0] x alpha0
+    xtol: float = 1e-2          # in log units: 1% of alpha
+    ftol: float = 1e-4          # as the reference
+    log_interval: float = 5.0   # seconds between progress lines
+
+    def __post_init__(self):
+        if self.method not in SEARCH_METHODS:
+            raise ValueError(f'search method {self.method!r} is unknown: use '
+                             f'one of {", ".join(SEARCH_METHODS)}')
+        if self.maxiter < 1:
+            raise ValueError(f'maxiter={self.maxiter} must be >= 1')
+        if self.max_evals is not None and self.max_evals < 1:
+            raise ValueError(f'max_evals={self.max_evals} must be >= 1')
+        lo, hi = self.log_bounds
+        if not lo < 0 < hi:
+            raise ValueError(f'log_bounds={self.log_bounds} must contain 0')
+
+
+@dataclass
+class SearchResult:
+    method: str
+    init_loss: float
+    best_loss: float
+    func_evals: int
+    seconds: float
+    stopped: str                       # why the search ended
+    best_u: List[float] = field(default_factory=list)
+    history: List[float] = field(default_factory=list)  # loss per evaluation
+
+    @property
+    def ms_per_eval(self) -> float:
+        return 1000.0 * self.seconds / max(self.func_evals, 1)
+
+
+class _Stop(Exception):
+    pass
+
+
+class ClipSpace:
+    """Maps the normalised vector u to clips: alpha = alpha0 * exp(u)."""
+
+    def __init__(self, objective: CalibrationObjective,
+                 alpha0: Dict[str, torch.Tensor]):
+        self.objective = objective
+        self.names = list(objective.quantizers)
+        self.alpha0 = [alpha0[n] for n in self.names]
+
+    def apply(self, u: np.ndarray) -> None:
+        for name, a0, ui in zip(self.names, self.alpha0, u):
+            self.objective.quantizers[name].set_alpha(a0 * float(np.exp(ui)))
+
+    def clips(self, u: np.ndarray) -> Dict[str, torch.Tensor]:
+        return {n: a0 * float(np.exp(ui))
+                for n, a0, ui in zip(self.names, self.alpha0, u)}
+
+
+def joint_search(objective: CalibrationObjective, settings: SearchSettings,
+                 log=None) -> SearchResult:
+    """Search from the model's current clips; leaves the model at the best
+    point found and returns the record of the search."""
+    space = ClipSpace(objective, objective.clips())
+    n = len(space.names)
+    u0 = np.zeros(n)
+    state = dict(best=None, best_u=u0.copy(), history=[])
+    t0 = time.perf_counter()
+
+    def f(u: np.ndarray) -> float:
+        if settings.max_evals is not None and \
+                len(state['history']) >= settings.max_evals:
+            raise _Stop('max_evals reached')
+        space.apply(u)
+        value = objective.loss()
+        state['history'].append(value)
+        if state['best'] is None or value < state['best']:
+            state['best'], state['best_u'] = value, np.array(u, float)
+        if log:
+            log(f'{settings.method}: eval {len(state["history"])}, '
+                f'loss {value:.5f}, best {state["best"]:.5f}, '
+                f'{time.perf_counter() - t0:.1f} s')
+        return value
+
+    init_loss = f(u0)
+    stopped = 'converged'
+    if settings.method != 'none':
+        lo, hi = settings.log_bounds
+        try:
+            if settings.method == 'powell':
+                optimize.minimize(
+                    f, u0, method='Powell', bounds=[(lo, hi)] * n,
+                    options=dict(maxiter=settings.maxiter,
+                                 xtol=settings.xtol, ftol=settings.ftol))
+            else:
+                _coordinate_descent(f, state, n, lo, hi, settings)
+            if settings.max_evals is None or \
+                    len(state['history']) < settings.max_evals:
+                stopped = f'maxiter {settings.maxiter} or converged'
+        except _Stop as stop:
+            stopped = str(stop)
+        except KeyboardInterrupt:
+            stopped = 'interrupted (Ctrl-C): kept the best point so far'
+    space.apply(state['best_u'])
+    best_loss = objective.loss()
+    if log:
+        log(f'{settings.method}: done after {len(state["history"])} evals '
+            f'({stopped}), loss {init_loss:.5f} -> {best_loss:.5f}',
+            force=True)
+    return SearchResult(settings.method, init_loss, best_loss,
+                        len(state['history']), time.perf_counter() - t0,
+                        stopped, [float(v) for v in state['best_u']],
+                        state['history'])
+
+
+def _coordinate_descent(f, state, n, lo, hi, settings) -> None:
+    """Baseline: bounded 1-D minimisation of one variable at a time."""
+    for _ in range(settings.maxiter):
+        start_best = state['best']
+        for i in range(n):
+            u = state['best_u'].copy()
+
+            def along(v, i=i, u=u):
+                u[i] = v
+                return f(u)
+
+            optimize.minimize_scalar(along, bounds=(lo, hi), method='bounded',
+                                     options=dict(xatol=settings.xtol))
+        if start_best - state['best'] <= settings.ftol * abs(start_best):
+            return

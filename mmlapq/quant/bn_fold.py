@@ -1,0 +1,67 @@
+"""Fold BatchNorm into the convolution that precedes it.
+
+After folding, conv(x) equals bn(conv(x)) of the float model in eval mode:
+    scale = gamma / sqrt(running_var + eps)
+    W' = W * scale (per output channel),  b' = (b - running_mean) * scale + beta
+The BN module is replaced by nn.Identity, so deployments (and the quantizer)
+see one conv with a bias, as integer kernels run it.
+"""
+from typing import List
+
+import torch
+import torch.nn as nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+
+@torch.no_grad()
+def fold_bn_into_conv(conv: nn.Conv2d, bn: _BatchNorm) -> None:
+    """Fold ``bn`` into ``conv`` in place (``conv`` gains a bias if needed)."""
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError('cannot fold a BatchNorm without running statistics')
+    scale = torch.rsqrt(bn.running_var + bn.eps)
+    shift = -bn.running_mean * scale
+    if bn.affine:
+        scale, shift = scale * bn.weight, shift * bn.weight + bn.bias
+    bias = conv.bias if conv.bias is not None \
+        else torch.zeros_like(bn.running_mean)
+    conv.weight.mul_(scale.view(-1, *([1] * (conv.weight.dim() - 1))))
+    new_bias = bias * scale + shift
+    if conv.bias is None:
+        conv.bias = nn.Parameter(new_bias.to(conv.weight.dtype))
+    else:
+        conv.bias.copy_(new_bias)
+
+
+def _is_conv_module(module: nn.Module) -> bool:
+    """mmcv's ConvModule (duck-typed so this package needs no mmcv)."""
+    return all(hasattr(module, a) for a in ('conv', 'norm_name', 'with_norm',
+                                            'order'))
+
+
+def fold_batch_norms(model: nn.Module) -> List[str]:
+    """Fold every foldable BN of ``model`` in place; return the BN names.
+
+    Handles mmcv ConvModule (conv then norm in its ``order``) and a Conv2d
+    directly followed by a BatchNorm2d among an nn.Sequential's children.
+    """
+    folded = []
+    for name, module in list(model.named_modules()):
+        prefix = f'{name}.' if name else ''
+        if _is_conv_module(module) and module.with_norm:
+            norm = getattr(module, module.norm_name)
+            order = list(module.order)
+            if isinstance(norm, _BatchNorm) and isinstance(
+                    module.conv, nn.Conv2d) and order.index(
+                        'conv') < order.index('norm'):
+                fold_bn_into_conv(module.conv, norm)
+                setattr(module, module.norm_name, nn.Identity())
+                folded.append(prefix + module.norm_name)
+        elif isinstance(module, nn.Sequential):
+            children = list(module.named_children())
+            for (_, first), (bn_name, second) in zip(children, children[1:]):
+                if isinstance(first, nn.Conv2d) and isinstance(
+                        second, nn.BatchNorm2d):
+                    fold_bn_into_conv(first, second)
+                    setattr(module, bn_name, nn.Identity())
+                    folded.append(prefix + bn_name)
+    return folded

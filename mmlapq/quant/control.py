@@ -1,0 +1,63 @@
+"""Model-level switches and the named clip vector that the search optimises."""
+from collections import OrderedDict
+from contextlib import contextmanager
+from typing import Dict, Iterator, Mapping
+
+import torch
+import torch.nn as nn
+
+from .qmodules import QUANT_LAYER_TYPES, TensorQuantizer
+
+
+def quant_layers(model: nn.Module) -> 'OrderedDict[str, nn.Module]':
+    """Quantized layers of ``model`` by name, in module order."""
+    return OrderedDict((n, m) for n, m in model.named_modules()
+                       if isinstance(m, QUANT_LAYER_TYPES))
+
+
+def quantizers(model: nn.Module) -> 'OrderedDict[str, TensorQuantizer]':
+    """Every tensor quantizer, named ``<layer>.input`` / ``<layer>.weight``,
+    in layer order with a layer's input before its weight."""
+    out = OrderedDict()
+    for name, layer in quant_layers(model).items():
+        if layer.input_quantizer is not None:
+            out[f'{name}.input'] = layer.input_quantizer
+        if layer.weight_quantizer is not None:
+            out[f'{name}.weight'] = layer.weight_quantizer
+    return out
+
+
+def get_clips(model: nn.Module) -> 'OrderedDict[str, torch.Tensor]':
+    return OrderedDict((n, q.alpha.detach().clone())
+                       for n, q in quantizers(model).items())
+
+
+def set_clips(model: nn.Module, clips: Mapping[str, torch.Tensor]) -> None:
+    """Set clips by name; an unknown name is an error."""
+    known = quantizers(model)
+    unknown = [n for n in clips if n not in known]
+    if unknown:
+        raise KeyError(f'unknown quantizer names {unknown[:3]}: names look '
+                       f'like {list(known)[:2]}')
+    for name, alpha in clips.items():
+        known[name].set_alpha(alpha)
+
+
+def set_quant_enabled(model: nn.Module, enabled: bool) -> Dict[str, bool]:
+    """Switch every quantized layer on or off; return the previous states."""
+    previous = {}
+    for name, layer in quant_layers(model).items():
+        previous[name] = layer.quant_enabled
+        layer.quant_enabled = enabled
+    return previous
+
+
+@contextmanager
+def quantization_disabled(model: nn.Module) -> Iterator[nn.Module]:
+    """Run the wrapped model as its float original inside the block."""
+    previous = set_quant_enabled(model, False)
+    try:
+        yield model
+    finally:
+        for name, layer in quant_layers(model).items():
+            layer.quant_enabled = previous.get(name, True)

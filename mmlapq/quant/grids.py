@@ -1,0 +1,87 @@
+"""Uniform quantization grids: the one place that says how a value is rounded.
+
+Three kinds (shared/docs/LAPQ.md section 2), each defined by a clip ``alpha``:
+
+- ``signed``: integers -(2^(b-1)-1) .. 2^(b-1)-1 times ``alpha / (2^(b-1)-1)``.
+  Zero is exact, so the result maps to INT kernels. Default for weights.
+- ``midrise``: the reference implementation's weight grid, 2^b levels spread
+  evenly over [-alpha, alpha] with step ``2*alpha / (2^b-1)``; no exact zero.
+- ``unsigned``: 0 .. 2^b-1 times ``alpha / (2^b-1)``, for inputs that are never
+  negative (after ReLU).
+
+Rounding is ``torch.round`` (ties to even), as in the reference.
+"""
+from dataclasses import dataclass
+from typing import Union
+
+import torch
+
+MIN_BITS, MAX_BITS = 2, 16
+GRID_KINDS = ('signed', 'midrise', 'unsigned')
+Alpha = Union[float, torch.Tensor]
+
+
+def check_bits(bits: object, what: str = 'bits') -> int:
+    """Return ``bits`` if it is an int in [2, 16], else raise a clear error."""
+    if isinstance(bits, bool) or not isinstance(bits, int) \
+            or not MIN_BITS <= bits <= MAX_BITS:
+        raise ValueError(f'{what}={bits!r} is not supported: use an integer '
+                         f'from {MIN_BITS} to {MAX_BITS}')
+    return bits
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A uniform grid of ``bits`` bits of one ``kind`` (see module doc)."""
+
+    bits: int
+    kind: str = 'signed'
+
+    def __post_init__(self):
+        check_bits(self.bits)
+        if self.kind not in GRID_KINDS:
+            raise ValueError(f'grid kind {self.kind!r} is unknown: use one of '
+                             f'{", ".join(GRID_KINDS)}')
+
+    @property
+    def num_steps(self) -> int:
+        """Number of steps between the lowest and the highest level."""
+        if self.kind == 'signed':
+            return 2**self.bits - 2
+        return 2**self.bits - 1
+
+    @property
+    def qmax(self) -> int:
+        """Largest integer level (signed and unsigned grids)."""
+        if self.kind == 'signed':
+            return 2**(self.bits - 1) - 1
+        return 2**self.bits - 1
+
+    @property
+    def two_sided(self) -> bool:
+        return self.kind != 'unsigned'
+
+    def step(self, alpha: Alpha) -> Alpha:
+        span = 2 * alpha if self.two_sided else alpha
+        return span / self.num_steps
+
+    def quantize(self, x: torch.Tensor, alpha: Alpha) -> torch.Tensor:
+        """Fake-quantize ``x``: round to the grid of clip ``alpha``.
+
+        ``alpha`` is a float or a tensor that broadcasts against ``x`` (one
+        clip per output channel for per-channel weights).
+        """
+        step = self.step(alpha)
+        if self.kind == 'midrise':
+            q = torch.round(torch.clamp((x + alpha) / step, 0, self.num_steps))
+            return q * step - alpha
+        low = -self.qmax if self.kind == 'signed' else 0
+        return torch.clamp(torch.round(x / step), low, self.qmax) * step
+
+    def levels(self, alpha: float) -> torch.Tensor:
+        """All representable values for clip ``alpha`` (for tests, plots)."""
+        n = torch.arange(self.num_steps + 1, dtype=torch.float64)
+        if self.kind == 'signed':
+            n = n - self.qmax
+        step = self.step(alpha)
+        return n * step - (alpha if self.kind == 'midrise' else 0.0)

@@ -1,0 +1,217 @@
+"""Quantized Conv2d and Linear.
+
+They subclass the float layers and keep their parameters under the same names
+(``weight``, ``bias``), so a float state dict loads into a wrapped model with
+no missing or unexpected keys. The clips live in non-persistent buffers and
+travel in the quantized checkpoint separately (see ``quant.control``).
+
+Cost: the quantized weight is computed once per change of its clip (or of the
+weight) and cached; a forward costs the float layer plus one fused
+fake-quantize of the input.
+"""
+import itertools
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .grids import Grid
+
+_versions = itertools.count(1)
+
+
+class TensorQuantizer(nn.Module):
+    """Fake-quantizes one tensor on a :class:`Grid` with clip ``alpha``.
+
+    ``alpha`` is a scalar, or one value per output channel (``channel_axis``
+    set) for per-channel weights. Every change of alpha bumps ``version`` so
+    that caches keyed on it are invalidated.
+    """
+
+    def __init__(self, grid: Grid, channel_axis: Optional[int] = None):
+        super().__init__()
+        self.grid = grid
+        self.channel_axis = channel_axis
+        self.register_buffer('alpha', torch.tensor(float('nan')),
+                             persistent=False)
+        self._alpha_float: Optional[float] = None
+        self.version = next(_versions)
+
+    @property
+    def bits(self) -> int:
+        return self.grid.bits
+
+    @property
+    def initialized(self) -> bool:
+        return bool(torch.isfinite(self.alpha).all())
+
+    def set_grid(self, grid: Grid) -> None:
+        if grid != self.grid:
+            self.grid = grid
+            self.version = next(_versions)
+
+    def set_alpha(self, alpha) -> None:
+        """Set the clip; a no-op (no version bump) when it is unchanged."""
+        alpha = torch.as_tensor(alpha, dtype=torch.float32).detach()
+        alpha = alpha.to(self.alpha.device).reshape(
+            alpha.shape if self.channel_axis is not None else ())
+        if not bool(torch.isfinite(alpha).all()) or bool((alpha <= 0).any()):
+            raise ValueError(f'clip values must be finite and > 0, got {alpha}')
+        if alpha.shape == self.alpha.shape and torch.equal(alpha, self.alpha):
+            return
+        self.alpha = alpha
+        self._alpha_float = float(alpha) if alpha.dim() == 0 else None
+        self.version = next(_versions)
+
+    def _broadcast_alpha(self, x: torch.Tensor) -> torch.Tensor:
+        shape = [1] * x.dim()
+        shape[self.channel_axis] = -1
+        return self.alpha.view(shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._alpha_float is None and self.channel_axis is None:
+            raise RuntimeError('a quantizer has no clip value yet: initialise '
+                               'the clips (mmlapq.quant.init) before running '
+                               'the quantized model')
+        grid = self.grid
+        if self.channel_axis is not None:
+            return grid.quantize(x, self._broadcast_alpha(x))
+        if grid.kind == 'midrise':
+            return grid.quantize(x, self._alpha_float)
+        # One fused kernel instead of four element-wise passes.
+        low = -grid.qmax if grid.kind == 'signed' else 0
+        return torch.fake_quantize_per_tensor_affine(
+            x, grid.step(self._alpha_float), 0, low, grid.qmax)
+
+    def extra_repr(self) -> str:
+        axis = '' if self.channel_axis is None else ', per_channel'
+        return f'bits={self.grid.bits}, grid={self.grid.kind}{axis}'
+
+
+class QuantLayerMixin:
+    """Shared quantization state of :class:`QuantConv2d` and QuantLinear."""
+
+    weight_quantizer: Optional[TensorQuantizer]
+    input_quantizer: Optional[TensorQuantizer]
+
+    def _init_quant(self, w_grid: Optional[Grid], a_grid: Optional[Grid],
+                    per_channel: bool, weight_mean_correction: bool) -> None:
+        self.weight_quantizer = (TensorQuantizer(
+            w_grid, 0 if per_channel else None) if w_grid else None)
+        self.input_quantizer = TensorQuantizer(a_grid) if a_grid else None
+        self.quant_enabled = True
+        self.weight_mean_correction = weight_mean_correction
+        # Empirical bias correction (per output channel), set after the search.
+        self.register_buffer('bias_shift', None, persistent=False)
+        self._cache_key = None
+        self._cached: Tuple[torch.Tensor, Optional[torch.Tensor]] = (None, None)
+
+    def state_key(self) -> tuple:
+        """Changes whenever this layer's quantized output could change."""
+        wq, aq = self.weight_quantizer, self.input_quantizer
+        shift = self.bias_shift
+        return (self.quant_enabled, wq.version if wq else 0,
+                aq.version if aq else 0, self.weight._version,
+                id(self.weight), self.weight_mean_correction,
+                None if shift is None else (id(shift), shift._version))
+
+    def quantized_weight_and_bias(self):
+        """Weight on its grid (mean-corrected if asked) and the bias plus the
+        empirical shift; cached until a clip, the weight or the shift
+        changes."""
+        key = self.state_key()
+        if key != self._cache_key:
+            with torch.no_grad():
+                w = self.weight
+                if self.weight_quantizer is not None:
+                    w_hat = self.weight_quantizer(w)
+                    if self.weight_mean_correction:
+                        dims = tuple(range(1, w.dim()))
+                        w_hat = w_hat + (w - w_hat).mean(dims, keepdim=True)
+                    w = w_hat
+                bias = self.bias
+                if self.bias_shift is not None:
+                    bias = self.bias_shift if bias is None \
+                        else bias + self.bias_shift
+            self._cached = (w.detach(), None if bias is None else bias.detach())
+            self._cache_key = key
+        return self._cached
+
+    def quant_forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.quant_enabled:
+            return self._float_forward(x, self.weight, self.bias)
+        if self.input_quantizer is not None:
+            x = self.input_quantizer(x)
+        w, b = self.quantized_weight_and_bias()
+        return self._float_forward(x, w, b)
+
+    def weight_error_output(self, x: torch.Tensor) -> torch.Tensor:
+        """(W - W_hat) applied to the (quantized) input, no bias: the output
+        error that weight quantization adds. Used by bias correction."""
+        if self.input_quantizer is not None:
+            x = self.input_quantizer(x)
+        w_hat, _ = self.quantized_weight_and_bias()
+        return self._float_forward(x, self.weight - w_hat, None)
+
+    def quant_repr(self) -> str:
+        wq, aq = self.weight_quantizer, self.input_quantizer
+        w = f'w={wq.extra_repr()}' if wq else 'w=fp'
+        a = f'a={aq.extra_repr()}' if aq else 'a=fp'
+        return f'{w}; {a}'
+
+
+class QuantConv2d(QuantLayerMixin, nn.Conv2d):
+    """nn.Conv2d with a quantized weight and a fake-quantized input."""
+
+    @classmethod
+    def from_float(cls, conv: nn.Conv2d, w_grid: Optional[Grid],
+                   a_grid: Optional[Grid], per_channel: bool = False,
+                   weight_mean_correction: bool = False) -> 'QuantConv2d':
+        q = cls(conv.in_channels, conv.out_channels, conv.kernel_size,
+                stride=conv.stride, padding=conv.padding,
+                dilation=conv.dilation, groups=conv.groups,
+                bias=conv.bias is not None, padding_mode=conv.padding_mode,
+                device='meta')
+        q.weight, q.bias = conv.weight, conv.bias
+        q._init_quant(w_grid, a_grid, per_channel, weight_mean_correction)
+        q.to(conv.weight.device)
+        q.train(conv.training)
+        return q
+
+    def _float_forward(self, x, w, b):
+        return self._conv_forward(x, w, b)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.quant_forward(x)
+
+    def extra_repr(self) -> str:
+        return f'{super().extra_repr()}, {self.quant_repr()}'
+
+
+class QuantLinear(QuantLayerMixin, nn.Linear):
+    """nn.Linear with a quantized weight and a fake-quantized input."""
+
+    @classmethod
+    def from_float(cls, linear: nn.Linear, w_grid: Optional[Grid],
+                   a_grid: Optional[Grid], per_channel: bool = False,
+                   weight_mean_correction: bool = False) -> 'QuantLinear':
+        q = cls(linear.in_features, linear.out_features,
+                bias=linear.bias is not None, device='meta')
+        q.weight, q.bias = linear.weight, linear.bias
+        q._init_quant(w_grid, a_grid, per_channel, weight_mean_correction)
+        q.to(linear.weight.device)
+        q.train(linear.training)
+        return q
+
+    def _float_forward(self, x, w, b):
+        return F.linear(x, w, b)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.quant_forward(x)
+
+    def extra_repr(self) -> str:
+        return f'{super().extra_repr()}, {self.quant_repr()}'
+
+
+QUANT_LAYER_TYPES = (QuantConv2d, QuantLinear)

@@ -1,0 +1,189 @@
+"""Which layers are quantized, at which bit widths, and the wrapping itself.
+
+Selection (in this order): layer type, include / exclude name patterns
+(fnmatch on module names such as ``backbone.features.0.conv``), the
+first/last-layer policy, then per-layer overrides, which win over the rest.
+"""
+import fnmatch
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Sequence, Union
+
+import torch.nn as nn
+
+from .bn_fold import fold_batch_norms
+from .grids import Grid, check_bits
+from .qmodules import QUANT_LAYER_TYPES, QuantConv2d, QuantLinear
+
+FLOAT_TYPES = {'Conv2d': nn.Conv2d, 'Linear': nn.Linear}
+FIRST_LAST_POLICIES = ('8bit', 'fp', 'same')
+BIAS_CORRECTIONS = ('none', 'mean', 'empirical')
+WEIGHT_GRIDS = ('signed', 'midrise')
+PRESETS = ('reference', )
+FP = 'fp'  # an override value that keeps a tensor in floating point
+BitsValue = Union[int, str, None]
+
+
+@dataclass
+class QuantSettings:
+    """Everything that decides the shape of the quantized model."""
+
+    w_bits: int = 4
+    a_bits: int = 4
+    w_grid: str = 'signed'
+    w_per_channel: bool = False
+    # 'auto': an input that was ever negative on the calibration set gets a
+    # signed grid, otherwise unsigned. True/False force it.
+    a_signed: Union[str, bool] = 'auto'
+    layer_types: Sequence[str] = ('Conv2d', 'Linear')
+    include: Sequence[str] = ('*', )
+    exclude: Sequence[str] = ()
+    first_last: str = '8bit'
+    # {name pattern: {'w_bits': int | 'fp', 'a_bits': int | 'fp'}} or
+    # {name pattern: 'fp'} to keep a whole layer in floating point.
+    overrides: Dict[str, Union[str, Dict[str, BitsValue]]] = field(
+        default_factory=dict)
+    fold_bn: bool = True
+    bias_correction: str = 'none'
+    preset: Optional[str] = None
+
+    def __post_init__(self):
+        if self.preset is not None:
+            if self.preset not in PRESETS:
+                raise ValueError(f'preset {self.preset!r} is unknown: use '
+                                 f'one of {", ".join(PRESETS)} or None')
+            # The reference code quantizes Conv2d only (Linear stays FP) and
+            # skips the first and the last conv; BN is not folded.
+            self.layer_types, self.first_last = ('Conv2d', ), 'fp'
+        check_bits(self.w_bits, 'w_bits')
+        check_bits(self.a_bits, 'a_bits')
+        self.layer_types = tuple(self.layer_types)
+        self.include, self.exclude = tuple(self.include), tuple(self.exclude)
+        _check_choice('w_grid', self.w_grid, WEIGHT_GRIDS)
+        _check_choice('first_last', self.first_last, FIRST_LAST_POLICIES)
+        _check_choice('bias_correction', self.bias_correction,
+                      BIAS_CORRECTIONS)
+        if self.a_signed not in ('auto', True, False):
+            raise ValueError(f"a_signed={self.a_signed!r}: use 'auto', True "
+                             'or False')
+        unknown = [t for t in self.layer_types if t not in FLOAT_TYPES]
+        if unknown or not self.layer_types:
+            raise ValueError(f'layer_types {list(self.layer_types)} is not '
+                             f'supported: choose from {list(FLOAT_TYPES)}')
+        for pattern, value in self.overrides.items():
+            _normalise_override(pattern, value)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d['layer_types'], d['include'] = list(d['layer_types']), list(
+            d['include'])
+        d['exclude'] = list(d['exclude'])
+        return d
+
+
+@dataclass
+class LayerPlan:
+    """The bit widths chosen for one layer (None: floating point)."""
+
+    name: str
+    type: str
+    w_bits: Optional[int]
+    a_bits: Optional[int]
+
+
+def _check_choice(key: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f'{key}={value!r} is unknown: use one of '
+                         f'{", ".join(map(str, choices))}')
+
+
+def _bits_or_fp(value: BitsValue, what: str) -> Optional[int]:
+    if value is None or value == FP:
+        return None
+    return check_bits(value, what)
+
+
+def _normalise_override(pattern: str, value) -> Dict[str, Optional[int]]:
+    if value == FP or value is None:
+        return {'w_bits': None, 'a_bits': None}
+    if not isinstance(value, dict) or not set(value) <= {'w_bits', 'a_bits'}:
+        raise ValueError(
+            f"override for {pattern!r} must be 'fp' or a dict with w_bits "
+            f"and/or a_bits, got {value!r}")
+    return {k: _bits_or_fp(v, f'{k} of override {pattern!r}')
+            for k, v in value.items()}
+
+
+def _matches(name: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def plan_layers(model: nn.Module, settings: QuantSettings) -> List[LayerPlan]:
+    """Bit widths for every candidate layer, in module (execution) order.
+
+    Raises ValueError naming the pattern when an include, exclude or override
+    pattern matches no candidate layer, or when nothing would be quantized.
+    """
+    types = tuple(FLOAT_TYPES[t] for t in settings.layer_types)
+    candidates = [(n, m) for n, m in model.named_modules()
+                  if isinstance(m, types + QUANT_LAYER_TYPES)]
+    names = [n for n, _ in candidates]
+    patterns = list(settings.include) + list(settings.exclude) + list(
+        settings.overrides)
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+            shown = ', '.join(names[:6]) + (' ...' if len(names) > 6 else '')
+            raise ValueError(
+                f'layer pattern {pattern!r} matches no '
+                f'{"/".join(settings.layer_types)} layer; layer names look '
+                f'like: {shown or "(none)"}')
+    selected = [(n, m) for n, m in candidates
+                if _matches(n, settings.include)
+                and not _matches(n, settings.exclude)]
+    plans = [LayerPlan(n, type(m).__name__.replace('Quant', ''),
+                       settings.w_bits, settings.a_bits) for n, m in selected]
+    if plans and settings.first_last != 'same':
+        edge_bits = 8 if settings.first_last == '8bit' else None
+        for plan in {id(p): p for p in (plans[0], plans[-1])}.values():
+            plan.w_bits = plan.a_bits = edge_bits
+    for plan in plans:
+        for pattern, value in settings.overrides.items():
+            if fnmatch.fnmatchcase(plan.name, pattern):
+                for key, bits in _normalise_override(pattern, value).items():
+                    setattr(plan, key, bits)
+    plans = [p for p in plans if p.w_bits is not None or p.a_bits is not None]
+    if not plans:
+        raise ValueError('no layer is selected for quantization: check '
+                         'layer_types, include/exclude and overrides')
+    return plans
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition('.')
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
+def quantize_model(model: nn.Module, settings: QuantSettings
+                   ) -> List[LayerPlan]:
+    """Fold BN (if asked) and swap the planned layers for quantized ones, in
+    place. Input grids start unsigned or signed as ``a_signed`` says ('auto'
+    starts unsigned; the initialiser switches an input that goes negative).
+    Returns the plan."""
+    if settings.fold_bn:
+        fold_batch_norms(model)
+    plans = plan_layers(model, settings)
+    a_kind = 'signed' if settings.a_signed is True else 'unsigned'
+    for plan in plans:
+        layer = model.get_submodule(plan.name)
+        if isinstance(layer, QUANT_LAYER_TYPES):
+            raise ValueError(f'layer {plan.name} is already quantized: build '
+                             'a fresh float model before quantize_model()')
+        qtype = QuantConv2d if isinstance(layer, nn.Conv2d) else QuantLinear
+        qlayer = qtype.from_float(
+            layer,
+            w_grid=Grid(plan.w_bits, settings.w_grid) if plan.w_bits else None,
+            a_grid=Grid(plan.a_bits, a_kind) if plan.a_bits else None,
+            per_channel=settings.w_per_channel,
+            weight_mean_correction=settings.bias_correction == 'mean')
+        _set_submodule(model, plan.name, qlayer)
+    return plans
