@@ -1,0 +1,88 @@
+import pytest
+import torch
+
+from mmlapq.quant import Grid, TensorQuantizer, check_bits
+
+
+def q(kind, bits, alpha, values):
+    return Grid(bits, kind).quantize(torch.tensor(values), alpha).tolist()
+
+
+def test_signed_grids_by_hand():
+    # 2 bit: levels {-a, 0, a}; 0.5 rounds to even (0).
+    assert q('signed', 2, 1.0, [-2, -0.6, -0.4, 0.4, 0.5, 0.6, 2]) == \
+        [-1, -1, 0, 0, 0, 1, 1]
+    # 3 bit: integers -3..3 times a/3; a=3 makes the step 1.
+    assert q('signed', 3, 3.0, [-5, -2.5, -1.4, 0.5, 1.5, 2.6, 7]) == \
+        [-3, -2, -1, 0, 2, 3, 3]
+    # 4 bit: -7..7.
+    assert q('signed', 4, 7.0, [-9, -6.6, 0.2, 3.5, 6.5, 8]) == \
+        [-7, -7, 0, 4, 6, 7]
+
+
+def test_midrise_grids_by_hand():
+    # 2 bit, a=1.5: four levels -1.5, -0.5, 0.5, 1.5 (step 1), no zero.
+    assert q('midrise', 2, 1.5, [-3, -1, 0, 0.9, 1.2, 3]) == \
+        [-1.5, -1.5, 0.5, 0.5, 1.5, 1.5]
+    # 3 bit, a=3.5: eight levels -3.5..3.5 (step 1).
+    assert q('midrise', 3, 3.5, [-4, -0.2, 0.2, 2.2, 9]) == \
+        [-3.5, -0.5, 0.5, 2.5, 3.5]
+    levels = Grid(4, 'midrise').levels(1.0)
+    assert len(levels) == 16 and 0.0 not in levels.tolist()
+
+
+def test_unsigned_grids_by_hand():
+    assert q('unsigned', 2, 3.0, [-1, 0.4, 1.5, 2.5, 9]) == [0, 0, 2, 2, 3]
+    assert q('unsigned', 4, 15.0, [-3, 7.4, 14.6, 20]) == [0, 7, 15, 15]
+    assert q('unsigned', 3, 7.0, [3.5, 4.5, 6.9]) == [4, 4, 7]
+
+
+@pytest.mark.parametrize('kind,count', [('signed', 15), ('midrise', 16),
+                                        ('unsigned', 16)])
+def test_level_counts(kind, count):
+    assert len(Grid(4, kind).levels(1.0)) == count
+
+
+@pytest.mark.parametrize('bits', [1, 0, 17, 4.5, True, '4', None])
+def test_bad_bits_is_a_clear_error(bits):
+    with pytest.raises(ValueError, match='use an integer from 2 to 16'):
+        check_bits(bits)
+
+
+def test_bad_grid_kind():
+    with pytest.raises(ValueError, match='grid kind'):
+        Grid(4, 'asymmetric')
+
+
+@pytest.mark.parametrize('kind', ['signed', 'unsigned', 'midrise'])
+@pytest.mark.parametrize('bits', [2, 4, 8, 16])
+def test_fused_quantizer_matches_reference_formula(kind, bits):
+    torch.manual_seed(bits)
+    x = torch.randn(10000) * 2
+    tq = TensorQuantizer(Grid(bits, kind))
+    tq.set_alpha(1.7)
+    alpha = float(tq.alpha)  # clips are stored in float32
+    diff = (tq(x) - Grid(bits, kind).quantize(x, alpha)).abs()
+    if bits <= 8:
+        assert float(diff.max()) <= 1e-6
+    else:
+        # The fused kernel multiplies by 1/step where the formula divides:
+        # float32 rounding may move a value lying on a level midpoint by one
+        # step, which only happens when steps are tiny.
+        step = Grid(bits, kind).step(alpha)
+        assert float(diff.max()) <= step * 1.01
+        assert int((diff > 1e-6).sum()) <= len(x) // 1000
+
+
+def test_quantizer_errors():
+    tq = TensorQuantizer(Grid(4))
+    with pytest.raises(RuntimeError, match='no clip value'):
+        tq(torch.ones(3))
+    with pytest.raises(ValueError, match='finite and > 0'):
+        tq.set_alpha(-1.0)
+    tq.set_alpha(1.0)
+    version = tq.version
+    tq.set_alpha(1.0)
+    assert tq.version == version  # unchanged clip: caches stay valid
+    tq.set_alpha(2.0)
+    assert tq.version != version

@@ -1,0 +1,154 @@
+import random
+
+import pytest
+import torch
+from toy import toy_data, trained_toy_chain
+
+from mmlapq.lapq import (CalibrationObjective, CalibrationSet, ClipInitializer,
+                         FullForward, InitSettings, NonFiniteLossError,
+                         SearchSettings, chain_of_sequential, fit_p,
+                         joint_search, run_lapq)
+from mmlapq.quant import QuantSettings, quantize_model
+
+
+def quantized_toy(bits=4, seed=0):
+    model = trained_toy_chain(seed)
+    quantize_model(model, QuantSettings(w_bits=bits, a_bits=bits,
+                                        first_last='same'))
+    x, y = toy_data(256, seed=1)
+    calib = CalibrationSet.from_tensors(x, y, batch_size=64)
+    return model, CalibrationObjective(chain_of_sequential(model), calib,
+                                       model=model)
+
+
+def test_cached_loss_equals_uncached_after_random_changes():
+    model, cached = quantized_toy()
+    reference = CalibrationObjective(cached.steps, cached.calib, model=model,
+                                     cache_bytes=0)
+    ClipInitializer(cached, InitSettings(p=2.5))()
+    names = list(cached.quantizers)
+    rng = random.Random(0)
+    full_steps = len(cached.steps) * len(cached.calib.labels)
+    for trial in range(40):
+        if trial % 3 == 0:  # one variable at a time, as Powell's sweep does
+            changed = [names[rng.randrange(len(names))]]
+        else:  # any subset
+            changed = rng.sample(names, rng.randint(1, len(names)))
+        for name in changed:
+            q = cached.quantizers[name]
+            q.set_alpha(q.alpha * rng.uniform(0.6, 1.4))
+        before = cached.steps_run
+        fast = cached.loss()
+        slow = reference.loss(use_cache=False)
+        assert fast == pytest.approx(slow, rel=1e-6)
+        assert cached.steps_run - before <= full_steps
+
+
+def test_cache_makes_single_variable_evaluations_cheaper():
+    _, obj = quantized_toy()
+    ClipInitializer(obj, InitSettings(p=2.5))()
+    obj.loss()
+    last = list(obj.quantizers.values())[-1]
+    before = obj.steps_run
+    for scale in (0.9, 0.8, 0.7):
+        last.set_alpha(last.alpha * scale)
+        obj.loss()
+    # The first change runs the whole chain and caches the head's input;
+    # the next evaluations run the head only (one step per batch).
+    batches = len(obj.calib.labels)
+    assert obj.steps_run - before == (len(obj.steps) + 2) * batches
+
+
+def test_full_forward_fallback_is_correct():
+    model, chained = quantized_toy()
+    whole = CalibrationObjective([FullForward(model)], chained.calib,
+                                 model=model)
+    ClipInitializer(chained, InitSettings(p=3.0))()
+    assert whole.loss() == pytest.approx(chained.loss(), rel=1e-6)
+
+
+def test_lapq_lowers_the_loss_of_the_lp_init_at_w4a4():
+    _, obj = quantized_toy(bits=4)
+    result = run_lapq(obj, InitSettings(), SearchSettings(maxiter=1))
+    assert 2.0 <= result.p_star <= 4.0
+    assert len(result.p_sweep['losses']) == 10
+    assert result.final_loss < result.init_loss
+    assert result.func_evals > len(obj.quantizers)
+
+
+def test_same_seed_gives_identical_clips():
+    runs = []
+    for _ in range(2):
+        _, obj = quantized_toy(bits=3)
+        result = run_lapq(obj, InitSettings(p_grid=[2, 3, 4]),
+                          SearchSettings(max_evals=60))
+        runs.append(result)
+    a, b = runs
+    assert a.final_loss == b.final_loss and a.func_evals == b.func_evals
+    assert all(torch.equal(a.clips[n], b.clips[n]) for n in a.clips)
+
+
+def test_interrupted_search_returns_its_best_point():
+    _, obj = quantized_toy()
+    ClipInitializer(obj, InitSettings(p=2.0))()
+    real_loss, calls = obj.loss, []
+
+    def loss_then_ctrl_c():
+        calls.append(1)
+        if len(calls) == 25:
+            raise KeyboardInterrupt
+        return real_loss()
+
+    obj.loss = loss_then_ctrl_c
+    result = joint_search(obj, SearchSettings())
+    obj.loss = real_loss
+    assert result.stopped.startswith('interrupted')
+    assert result.func_evals == 24
+    assert result.best_loss == pytest.approx(min(result.history))
+    assert obj.loss() == pytest.approx(result.best_loss)  # model at best
+
+
+def test_max_evals_bounds_the_search():
+    _, obj = quantized_toy()
+    ClipInitializer(obj, InitSettings(p=2.0))()
+    result = joint_search(obj, SearchSettings(max_evals=30))
+    assert result.func_evals == 30 and result.stopped == 'max_evals reached'
+    assert result.best_loss <= result.init_loss
+
+
+def test_coordinate_descent_and_init_only():
+    _, obj = quantized_toy()
+    ClipInitializer(obj, InitSettings(p=2.0))()
+    none = joint_search(obj, SearchSettings(method='none'))
+    assert none.func_evals == 1 and none.best_loss == none.init_loss
+    cd = joint_search(obj, SearchSettings(method='coordinate', maxiter=1))
+    assert cd.best_loss <= cd.init_loss
+
+
+def test_p_fit_vertex_clamp_and_downward_fallback():
+    ps = [2.0, 2.5, 3.0, 3.5, 4.0]
+    fit = fit_p(ps, [(p - 3.2)**2 + 1 for p in ps])
+    assert fit.p_star == pytest.approx(3.2) and fit.fallback == ''
+    fit = fit_p(ps, [(p - 5.0)**2 for p in ps])
+    assert fit.p_star == 4.0 and 'clamped' in fit.fallback
+    fit = fit_p(ps, [1.0, 1.6, 1.8, 1.6, 0.9])  # opens downwards
+    assert fit.coeffs[0] < 0 and fit.p_star == 4.0
+    assert 'downwards' in fit.fallback
+
+
+def test_nan_loss_is_a_clear_error():
+    model, obj = quantized_toy()
+    ClipInitializer(obj, InitSettings(p=2.0))()
+    with torch.no_grad():
+        model[-1].bias.fill_(float('nan'))
+    with pytest.raises(NonFiniteLossError, match='calibration loss is nan'):
+        obj.loss()
+
+
+def test_independent_init_and_signed_inputs():
+    _, obj = quantized_toy()
+    clips = ClipInitializer(obj, InitSettings(mode='independent', p=2.0))()
+    first_input = obj.quantizers['0.input']
+    assert first_input.grid.kind == 'signed'  # raw inputs go negative
+    assert obj.quantizers['3.input'].grid.kind == 'unsigned'  # after ReLU
+    assert all(bool((c > 0).all()) for c in clips.values())
