@@ -1,0 +1,8 @@
+"""The OpenMMLab face of mmlapq: the registered quantizer and hooks, and the
+only place that knows mmengine and mmcls."""
+from .errors import LAPQError
+from .hooks import (CalibrationHook, FP32EvalHook, LAPQHook, LAPQReportHook)
+from .quantizer import LAPQQuantizer
+
+__all__ = ['LAPQError', 'LAPQQuantizer', 'FP32EvalHook', 'CalibrationHook',
+           'LAPQHook', 'LAPQReportHook']

@@ -69,6 +69,8 @@ class ClipInitializer:
         self.layers = [layer for layers in objective.step_layers
                        for layer in layers]
         self._weight_clippers: Dict[int, WeightClipper] = {}
+        # max |x| of every quantized tensor (by quantizer id), for reports.
+        self.max_abs: Dict[int, float] = {}
         self._float_hists: Optional[Dict[int, AbsHistogram]] = None
 
     # -- pieces -----------------------------------------------------------
@@ -84,8 +86,10 @@ class ClipInitializer:
         if wq is None:
             return
         s = self.settings
-        wq.set_alpha(self._weight_clipper(layer).clip(
-            wq.grid, s.method, p, s.percentile, s.aciq_distribution))
+        clipper = self._weight_clipper(layer)
+        wq.set_alpha(clipper.clip(wq.grid, s.method, p, s.percentile,
+                                  s.aciq_distribution))
+        self.max_abs[id(wq)] = float(clipper.absw.max())
 
     def _set_input_clip(self, layer, hist: AbsHistogram, p: float) -> None:
         aq = layer.input_quantizer
@@ -97,6 +101,7 @@ class ClipInitializer:
         s = self.settings
         aq.set_alpha(activation_clip(hist, aq.grid, s.method, p, s.percentile,
                                      s.aciq_distribution))
+        self.max_abs[id(aq)] = hist.max_abs
 
     def _collect(self, layers: List, batches, start_step: int,
                  end_step: int) -> Dict[int, AbsHistogram]:
@@ -123,6 +128,12 @@ class ClipInitializer:
         return hists
 
     # -- public -----------------------------------------------------------
+    def clip_maxima(self) -> Dict[str, float]:
+        """max |x| of each tensor seen by the last initialisation."""
+        return {n: self.max_abs[id(q)]
+                for n, q in self.objective.quantizers.items()
+                if id(q) in self.max_abs}
+
     def __call__(self, p: Optional[float] = None
                  ) -> 'OrderedDict[str, torch.Tensor]':
         """Initialise every clip (for Lp: with exponent ``p``); returns the

@@ -9,6 +9,7 @@ from typing import Dict, Optional
 import torch
 
 from ..quant.bias_correction import empirical_bias_correction
+from ..quant.control import quantization_disabled
 from .initialize import ClipInitializer, InitSettings
 from .objective import CalibrationObjective, log_every
 from .psweep import sweep_p
@@ -29,6 +30,8 @@ class LapqResult:
     bias_correction: str = 'none'
     loss_before_bias_correction: Optional[float] = None
     seconds: Dict[str, float] = field(default_factory=dict)
+    clip_maxima: Dict[str, float] = field(default_factory=dict)
+    fp32_loss: Optional[float] = None
 
     @property
     def func_evals(self) -> int:
@@ -37,6 +40,7 @@ class LapqResult:
     def summary(self) -> dict:
         """JSON-ready record (clips as lists)."""
         return dict(
+            fp32_calib_loss=self.fp32_loss,
             init=dict(method=self.init_method, mode=self.init_mode,
                       p=self.p_star, calib_loss=self.init_loss,
                       p_sweep=self.p_sweep),
@@ -62,6 +66,9 @@ def run_lapq(objective: CalibrationObjective, init: InitSettings,
     log = log_every(logger, search.log_interval)
     seconds = OrderedDict()
     t = time.perf_counter()
+    with quantization_disabled(_chain_module(objective)):
+        fp32_loss = objective.loss()
+    log(f'FP32 calibration loss {fp32_loss:.5f}', force=True)
     initializer = ClipInitializer(objective, init, auto_sign=auto_sign,
                                   reduce_hist=reduce_hist)
     sweep, p_star = None, init.p
@@ -96,7 +103,8 @@ def run_lapq(objective: CalibrationObjective, init: InitSettings,
     return LapqResult(init.method, init.mode, p_star, init_loss, final_loss,
                       result, init_clips, objective.clips(),
                       sweep.to_dict() if sweep else None, bias_correction,
-                      loss_before_bc, dict(seconds))
+                      loss_before_bc, dict(seconds),
+                      initializer.clip_maxima(), fp32_loss)
 
 
 def _chain_module(objective: CalibrationObjective) -> torch.nn.Module:

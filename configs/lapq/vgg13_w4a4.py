@@ -1,0 +1,6 @@
+# LAPQ W4A4 of mmcls's ImageNet VGG13, official checkpoint.
+#   python tools/quantize.py configs/lapq/vgg13_w4a4.py
+_base_ = ['mmcls::vgg/vgg13_8xb32_in1k.py', '../_base_/lapq_w4a4.py']
+
+load_from = ('https://download.openmmlab.com/mmclassification/v0/vgg/'
+             'vgg13_batch256_imagenet_20210208-4d1d6080.pth')

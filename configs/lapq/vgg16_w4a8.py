@@ -1,0 +1,4 @@
+# W4A8: 4-bit weights, 8-bit activations.
+_base_ = ['./vgg16_w4a4.py']
+
+quantizer = dict(w_bits=4, a_bits=8)

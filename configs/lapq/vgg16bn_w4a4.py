@@ -1,0 +1,6 @@
+# LAPQ W4A4 of mmcls's ImageNet VGG16-BN, official checkpoint.
+#   python tools/quantize.py configs/lapq/vgg16bn_w4a4.py
+_base_ = ['mmcls::vgg/vgg16bn_8xb32_in1k.py', '../_base_/lapq_w4a4.py']
+
+load_from = ('https://download.openmmlab.com/mmclassification/v0/vgg/'
+             'vgg16_bn_batch256_imagenet_20210208-7e55cd29.pth')

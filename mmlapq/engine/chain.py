@@ -1,0 +1,102 @@
+"""The chain of an mmcls classifier, for the objective's prefix cache.
+
+mmcls's VGG runs its ``features`` modules one after another (by
+``range_sub_modules``), then (ImageNet variant) flattens into its
+``classifier``; the neck and head follow. Each of these modules is one step.
+The chain is checked against the model's own forward on a calibration batch;
+any other model (or a mismatch) gets the one-step full forward, which is
+correct but uncached.
+"""
+import logging
+from typing import List, Optional
+
+import torch
+import torch.nn as nn
+
+from ..lapq.objective import FullForward
+from ..quant.control import quantization_disabled
+
+
+class Flatten(nn.Module):
+
+    def forward(self, x):
+        return x.view(x.size(0), -1)
+
+
+class NeckStep(nn.Module):
+    """An mmcls neck on the single feature map the head will use."""
+
+    def __init__(self, neck: nn.Module):
+        super().__init__()
+        self.neck = neck
+
+    def forward(self, x):
+        out = self.neck((x, ))
+        return out[-1] if isinstance(out, (tuple, list)) else out
+
+
+class HeadStep(nn.Module):
+    """An mmcls classification head: features -> logits."""
+
+    def __init__(self, head: nn.Module):
+        super().__init__()
+        self.head = head
+
+    def forward(self, x):
+        return self.head((x, ))
+
+
+def classifier_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Logits of an mmcls ImageClassifier on preprocessed inputs."""
+    return model(x, mode='tensor')
+
+
+def _vgg_steps(backbone: nn.Module) -> Optional[List[nn.Module]]:
+    if not all(hasattr(backbone, a) for a in ('range_sub_modules',
+                                              'module_name', 'out_indices',
+                                              'num_classes')):
+        return None
+    features = getattr(backbone, backbone.module_name)
+    num_classes = backbone.num_classes
+    last_stage = len(backbone.range_sub_modules) - 1 if num_classes > 0 \
+        else max(backbone.out_indices)
+    steps = [features[j] for i in range(last_stage + 1)
+             for j in range(*backbone.range_sub_modules[i])]
+    if num_classes > 0:
+        steps.append(Flatten())
+        steps.extend(backbone.classifier.children())
+    return steps
+
+
+def build_chain(model: nn.Module, probe: torch.Tensor,
+                logger: Optional[logging.Logger] = None) -> List[nn.Module]:
+    """Steps whose composition equals ``model``'s logits (checked on
+    ``probe``); ``[FullForward]`` when the model is not a known chain."""
+    full = [FullForward(model, classifier_logits)]
+    backbone = getattr(model, 'backbone', None)
+    steps = _vgg_steps(backbone) if backbone is not None else None
+    if steps is None:
+        if logger:
+            logger.info('model is not a known chain: every loss evaluation '
+                        'runs the full forward')
+        return full
+    if getattr(model, 'with_neck', False):
+        steps.append(NeckStep(model.neck))
+    if getattr(model, 'with_head', False):
+        steps.append(HeadStep(model.head))
+    try:
+        with torch.no_grad(), quantization_disabled(model):
+            model.eval()
+            x = probe
+            for step in steps:
+                x = step(x)
+            ok = torch.allclose(x, classifier_logits(model, probe), rtol=1e-5,
+                                atol=1e-5)
+    except Exception:  # noqa: BLE001 - any failure means "not a chain"
+        ok = False
+    if not ok:
+        if logger:
+            logger.warning('the chain of this model does not reproduce its '
+                           'forward: falling back to full forward passes')
+        return full
+    return steps

@@ -1,0 +1,171 @@
+"""The registered quantizer: every setting a config may give, in one place.
+
+    quantizer = dict(
+        type='mmlapq.LAPQQuantizer',
+        w_bits=4, a_bits=4,                      # see README "Config keys"
+        init=dict(method='lp', mode='sequential', p=None, p_grid=[...]),
+        search=dict(method='powell', maxiter=2, max_evals=None),
+        calib=dict(num_images=512, seed=0, batch_size=64))
+"""
+import logging
+from contextlib import contextmanager
+from dataclasses import asdict
+from typing import Dict, Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+from ..lapq import (CalibrationObjective, CalibrationSet, InitSettings,
+                    LapqResult, SearchSettings, run_lapq)
+from ..quant import (Grid, LayerPlan, QuantSettings, quant_layers,
+                     quantize_model, quantizers)
+from ..registry import MODELS
+from .chain import build_chain
+from .errors import LAPQError
+
+CALIB_DEFAULTS = dict(num_images=512, seed=0, batch_size=64)
+
+
+def to_builtin(obj):
+    """ConfigDicts and tuples to plain dicts and lists (for json and for
+    torch.load(weights_only=True) of the quantized checkpoint)."""
+    if isinstance(obj, dict):
+        return {str(k): to_builtin(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_builtin(v) for v in obj]
+    return obj
+
+
+@contextmanager
+def tf32_disabled(disable: bool = True):
+    """Powell is sensitive to loss noise: full fp32 matmuls while searching."""
+    if not disable or not torch.cuda.is_available():
+        yield
+        return
+    old = (torch.backends.cuda.matmul.allow_tf32,
+           torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        (torch.backends.cuda.matmul.allow_tf32,
+         torch.backends.cudnn.allow_tf32) = old
+
+
+@MODELS.register_module()
+class LAPQQuantizer:
+    """Quantizes an mmcls classifier in place with LAPQ.
+
+    Args: the fields of :class:`mmlapq.quant.QuantSettings` (bits, grids,
+    layer selection, first/last policy, overrides, BN folding, bias
+    correction, preset), and
+        init (dict): :class:`mmlapq.lapq.InitSettings` fields.
+        search (dict): :class:`mmlapq.lapq.SearchSettings` fields.
+        calib (dict): num_images, seed, batch_size of the calibration set.
+        cache_bytes (int): memory for the objective's cached activations.
+        allow_tf32 (bool): allow TF32 on GPUs during the search (noisier
+            loss; off by default).
+    """
+
+    def __init__(self, init: Optional[dict] = None,
+                 search: Optional[dict] = None, calib: Optional[dict] = None,
+                 cache_bytes: int = 4 << 30, allow_tf32: bool = False,
+                 **quant):
+        quant, init, search, calib = (to_builtin(d or {}) for d in
+                                      (quant, init, search, calib))
+        try:
+            self.quant = QuantSettings(**quant)
+            self.init = InitSettings(**init)
+            self.search = SearchSettings(**search)
+        except TypeError as exc:  # an unknown key
+            raise LAPQError(f'quantizer settings: {exc}; see README "Config '
+                            'keys"') from None
+        except ValueError as exc:
+            raise LAPQError(f'quantizer settings: {exc}') from None
+        self.calib = dict(CALIB_DEFAULTS, **calib)
+        unknown = set(self.calib) - set(CALIB_DEFAULTS)
+        if unknown:
+            raise LAPQError(f'quantizer.calib has unknown keys {sorted(unknown)}'
+                            f': use {sorted(CALIB_DEFAULTS)}')
+        if self.calib['batch_size'] < 1:
+            raise LAPQError('quantizer.calib.batch_size must be >= 1')
+        self.cache_bytes = int(cache_bytes)
+        self.allow_tf32 = allow_tf32
+
+    def settings(self) -> dict:
+        """All settings, JSON-ready (they go into the report)."""
+        init = asdict(self.init)
+        init['p_grid'] = list(init['p_grid'])
+        search = asdict(self.search)
+        search['log_bounds'] = list(search['log_bounds'])
+        return to_builtin(dict(quant=self.quant.to_dict(), init=init,
+                               search=search, calib=dict(self.calib),
+                               cache_bytes=self.cache_bytes,
+                               allow_tf32=self.allow_tf32))
+
+    def wrap(self, model: nn.Module):
+        try:
+            return quantize_model(model, self.quant)
+        except ValueError as exc:
+            raise LAPQError(str(exc)) from None
+
+    def quantize(self, model: nn.Module, calib: CalibrationSet,
+                 logger: Optional[logging.Logger] = None, reduce_fn=None,
+                 reduce_hist=None) -> Tuple[list, LapqResult]:
+        """Wrap ``model`` in place and run LAPQ on ``calib``."""
+        from ..lapq import NonFiniteLossError
+        model.eval()
+        plans = self.wrap(model)
+        steps = build_chain(model, calib.inputs[0], logger)
+        if logger:
+            logger.info(f'{len(plans)} layers quantized, '
+                        f'{sum(1 for _ in quantizers(model))} clips to '
+                        f'search, chain of {len(steps)} steps')
+        objective = CalibrationObjective(steps, calib, model=model,
+                                         cache_bytes=self.cache_bytes,
+                                         reduce_fn=reduce_fn)
+        try:
+            with tf32_disabled(not self.allow_tf32):
+                result = run_lapq(objective, self.init, self.search,
+                                  self.quant.bias_correction,
+                                  auto_sign=self.quant.a_signed == 'auto',
+                                  logger=logger, reduce_hist=reduce_hist)
+        except NonFiniteLossError as exc:
+            raise LAPQError(str(exc)) from None
+        return plans, result
+
+
+def quantized_state(model: nn.Module, quantizer: LAPQQuantizer,
+                    plans) -> dict:
+    """What reloads a quantized model: settings, plan, clips, grids and
+    empirical bias shifts (the float weights go in the state_dict)."""
+    layers = quant_layers(model)
+    return dict(
+        settings=quantizer.settings(),
+        plans=[asdict(p) for p in plans],
+        clips={n: q.alpha.cpu() for n, q in quantizers(model).items()},
+        grids={n: q.grid.kind for n, q in quantizers(model).items()},
+        bias_shift={n: m.bias_shift.cpu() for n, m in layers.items()
+                    if m.bias_shift is not None})
+
+
+def apply_quantized_state(model: nn.Module, state_dict: Dict[str, object],
+                          lapq_state: dict) -> list:
+    """Rebuild a quantized model from a float model of the same config."""
+    from .checkpoint import load_state_dict_strict
+    settings = lapq_state['settings']
+    quant = QuantSettings(**settings['quant'])
+    plans = quantize_model(model, quant)
+    load_state_dict_strict(model, state_dict, 'the quantized checkpoint')
+    qs = quantizers(model)
+    if set(qs) != set(lapq_state['clips']):
+        raise LAPQError('the quantized checkpoint was made for other layers: '
+                        'use it with the config it was made with')
+    for name, q in qs.items():
+        q.set_grid(Grid(q.bits, lapq_state['grids'][name]))
+        q.set_alpha(lapq_state['clips'][name])
+    layers = quant_layers(model)
+    for name, shift in lapq_state.get('bias_shift', {}).items():
+        layers[name].bias_shift = shift.to(layers[name].weight.device)
+    return [LayerPlan(**p) for p in lapq_state['plans']] or plans

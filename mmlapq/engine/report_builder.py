@@ -1,0 +1,69 @@
+"""Assemble the run report from what the hooks left in the message hub, and
+write every output file of a run into the work dir."""
+import os
+import os.path as osp
+
+from ..quant import quantizers
+from ..report import (collect_env, layer_rows, plot_clips, plot_p_sweep,
+                      plot_search, summary_table, write_json, write_markdown)
+from .hooks import (INFO, get_quantizer, metrics_top,
+                    save_quantized_checkpoint, unwrap)
+
+REPORT_JSON, REPORT_MD = 'lapq_report.json', 'lapq_report.md'
+
+
+def build_report(runner, metrics: dict) -> dict:
+    hub = runner.message_hub
+    result = hub.get_info(INFO + 'result')
+    plans = hub.get_info(INFO + 'plans')
+    model = unwrap(runner.model)
+    summary = result.summary()
+    grids = {n: q.grid.kind for n, q in quantizers(model).items()}
+    device = next(model.parameters()).device
+    init = dict(summary['init'], **metrics_top(
+        hub.get_info(INFO + 'init_metrics')), seconds=result.seconds['init'])
+    return dict(
+        config=runner.cfg.filename,
+        checkpoint=hub.get_info(INFO + 'checkpoint'),
+        fp32=dict(metrics_top(hub.get_info(INFO + 'fp32')),
+                  calib_loss=summary['fp32_calib_loss']),
+        quantized=metrics_top(metrics),
+        init=init,
+        lapq=summary['lapq'],
+        calibration=hub.get_info(INFO + 'calib_record'),
+        settings=get_quantizer(runner).settings(),
+        layers=layer_rows(plans, result.clips, result.init_clips, grids),
+        seconds=result.seconds,
+        metrics=dict(metrics or {}),
+        env=collect_env(device))
+
+
+def write_run_outputs(runner, report: dict, save_checkpoint: bool = True,
+                      plots: bool = True) -> dict:
+    """Plots, checkpoint, markdown, then the json last (its presence means
+    the run finished). Returns the paths and the summary table."""
+    work_dir = runner.work_dir
+    result = runner.message_hub.get_info(INFO + 'result')
+    files = dict(table=summary_table(report))
+    if plots:
+        plot_dir = osp.join(work_dir, 'plots')
+        os.makedirs(plot_dir, exist_ok=True)
+        names = list(result.clips)
+        to_float = {n: float(v.float().max()) for n, v in result.clips.items()}
+        init_float = {n: float(v.float().max())
+                      for n, v in result.init_clips.items()}
+        files['plots'] = [p for p in (
+            plot_p_sweep(result.p_sweep, osp.join(plot_dir, 'p_sweep.png')),
+            plot_search(result.search.history,
+                        osp.join(plot_dir, 'search_loss.png')),
+            plot_clips(names, init_float, to_float, result.clip_maxima,
+                       osp.join(plot_dir, 'clips.png'))) if p]
+    if save_checkpoint:
+        files['checkpoint'] = save_quantized_checkpoint(
+            runner, osp.join(work_dir, 'lapq_quantized.pth'))
+        report['quantized_checkpoint'] = files['checkpoint']
+    files['md'] = osp.join(work_dir, REPORT_MD)
+    write_markdown(report, files['md'])
+    files['json'] = osp.join(work_dir, REPORT_JSON)
+    write_json(report, files['json'])
+    return files

@@ -1,0 +1,103 @@
+"""PNG plots of a run (matplotlib, headless)."""
+import os
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path: str) -> str:
+    tmp = f'{path}.partial.png'
+    fig.savefig(tmp, dpi=110, bbox_inches='tight')
+    os.replace(tmp, path)
+    _plt().close(fig)
+    return path
+
+
+def plot_p_sweep(p_sweep: dict, path: str) -> Optional[str]:
+    """Loss at each p, the fitted parabola and p*."""
+    if not p_sweep:
+        return None
+    plt = _plt()
+    ps, losses = np.array(p_sweep['ps']), np.array(p_sweep['losses'])
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(ps, losses, 'o', label='calibration loss')
+    grid = np.linspace(ps.min(), ps.max(), 100)
+    ax.plot(grid, np.polyval(p_sweep['parabola'], grid), '-',
+            label='parabola fit')
+    ax.axvline(p_sweep['p_star'], color='k', ls='--',
+               label=f"p* = {p_sweep['p_star']:.2f}")
+    ax.set_xlabel('p of the Lp clip')
+    ax.set_ylabel('calibration loss')
+    ax.legend()
+    ax.set_title('Choice of p')
+    return _save(fig, path)
+
+
+def plot_search(history: Sequence[float], path: str,
+                title: str = 'Joint search') -> Optional[str]:
+    """Calibration loss at each evaluation and the best so far."""
+    if not history:
+        return None
+    plt = _plt()
+    h = np.array(history)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(np.arange(1, len(h) + 1), h, '.', ms=2, alpha=0.4,
+            label='evaluated')
+    ax.plot(np.arange(1, len(h) + 1), np.minimum.accumulate(h), '-',
+            label='best so far')
+    ax.set_xlabel('loss evaluation')
+    ax.set_ylabel('calibration loss')
+    ax.set_ylim(top=min(h.max(), h[0] + 3 * (h[0] - h.min()) + 1e-9))
+    ax.legend()
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_clips(names: Sequence[str], init: Dict[str, float],
+               final: Dict[str, float], maxima: Dict[str, float],
+               path: str) -> Optional[str]:
+    """Each clip relative to its tensor's max |x|, init vs final."""
+    names = [n for n in names if n in maxima and maxima[n] > 0]
+    if not names:
+        return None
+    plt = _plt()
+    x = np.arange(len(names))
+    rel_init = [init[n] / maxima[n] for n in names]
+    rel_final = [final[n] / maxima[n] for n in names]
+    fig, ax = plt.subplots(figsize=(max(5, 0.35 * len(names)), 3.8))
+    ax.bar(x - 0.2, rel_init, 0.4, label='Lp init')
+    ax.bar(x + 0.2, rel_final, 0.4, label='after joint search')
+    ax.set_xticks(x)
+    ax.set_xticklabels([n.replace('backbone.', '') for n in names],
+                       rotation=90, fontsize=6)
+    ax.set_ylabel('clip / max |x|')
+    ax.legend()
+    ax.set_title('Clip per tensor')
+    return _save(fig, path)
+
+
+def plot_loss_surface(surfaces: Sequence[dict], path: str) -> Optional[str]:
+    """The paper's picture: loss over a 2-D grid of two clips, one panel per
+    bit width. Each surface: dict(bits, u, v, loss, names)."""
+    if not surfaces:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(surfaces),
+                             figsize=(4.5 * len(surfaces), 3.8))
+    axes = np.atleast_1d(axes)
+    for ax, s in zip(axes, surfaces):
+        loss = np.array(s['loss'])
+        cs = ax.contourf(s['u'], s['v'], loss, levels=20, cmap='viridis')
+        fig.colorbar(cs, ax=ax)
+        ax.set_xlabel(f"clip / init: {s['names'][0]}", fontsize=7)
+        ax.set_ylabel(f"clip / init: {s['names'][1]}", fontsize=7)
+        ax.set_title(f"{s['bits']} bit: loss range "
+                     f'{loss.min():.3f}..{loss.max():.3f}', fontsize=9)
+    return _save(fig, path)

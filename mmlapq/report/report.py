@@ -1,0 +1,120 @@
+"""The run report: lapq_report.json and the same as a readable markdown."""
+import datetime
+import json
+import os
+import platform
+from typing import Dict, List, Optional
+
+import torch
+
+
+def collect_env(device: Optional[torch.device] = None) -> dict:
+    import mmcls
+    import mmengine
+
+    from ..version import __version__
+    device = torch.device(device or 'cpu')
+    name = torch.cuda.get_device_name(device) if device.type == 'cuda' \
+        else f'cpu ({platform.processor() or platform.machine()}, ' \
+        f'{torch.get_num_threads()} threads)'
+    return dict(torch=torch.__version__, mmcls=mmcls.__version__,
+                mmengine=mmengine.__version__, mmlapq=__version__,
+                python=platform.python_version(), device=name,
+                date=datetime.datetime.now().isoformat(timespec='seconds'))
+
+
+def _clip_value(alpha: Optional[torch.Tensor]):
+    if alpha is None:
+        return None
+    alpha = alpha.detach().cpu()
+    return float(alpha) if alpha.dim() == 0 else [float(a) for a in alpha]
+
+
+def layer_rows(plans, clips: Dict[str, torch.Tensor],
+               init_clips: Dict[str, torch.Tensor],
+               grids: Dict[str, str]) -> List[dict]:
+    rows = []
+    for plan in plans:
+        w, a = f'{plan.name}.weight', f'{plan.name}.input'
+        rows.append(dict(name=plan.name, type=plan.type, w_bits=plan.w_bits,
+                         a_bits=plan.a_bits, w_clip=_clip_value(clips.get(w)),
+                         a_clip=_clip_value(clips.get(a)),
+                         w_clip_init=_clip_value(init_clips.get(w)),
+                         a_clip_init=_clip_value(init_clips.get(a)),
+                         w_grid=grids.get(w), a_grid=grids.get(a)))
+    return rows
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = f'{path}.partial'
+    with open(tmp, 'w', encoding='utf-8') as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_json(report: dict, path: str) -> None:
+    _write_atomic(path, json.dumps(report, indent=2, default=str) + '\n')
+
+
+def _fmt(value, digits=2):
+    if value is None:
+        return '-'
+    if isinstance(value, float):
+        return f'{value:.{digits}f}'
+    if isinstance(value, list):
+        return f'per-channel ({len(value)})'
+    return str(value)
+
+
+def summary_table(report: dict) -> str:
+    """FP32 / Lp init / LAPQ: top-1, calibration loss, evaluations, seconds."""
+    fp32, init = report.get('fp32') or {}, report['init']
+    lapq, quant = report['lapq'], report['quantized']
+    rows = [('FP32', fp32.get('top1'), fp32.get('calib_loss'), None, None),
+            (f"{init['method']} init (p={_fmt(init.get('p'))})",
+             init.get('top1'), init['calib_loss'], None, init.get('seconds')),
+            (f"LAPQ ({lapq['method']})", quant.get('top1'),
+             lapq['calib_loss'], lapq['func_evals'], lapq['seconds'])]
+    lines = ['| stage | top-1 (%) | calibration loss | evaluations | '
+             'seconds |', '|---|---|---|---|---|']
+    for name, top1, loss, evals, secs in rows:
+        lines.append(f'| {name} | {_fmt(top1)} | {_fmt(loss, 4)} | '
+                     f'{_fmt(evals)} | {_fmt(secs, 1)} |')
+    return '\n'.join(lines)
+
+
+def write_markdown(report: dict, path: str) -> None:
+    s = report['settings']['quant']
+    env = report['env']
+    lines = [
+        f"# LAPQ report: W{s['w_bits']}A{s['a_bits']}",
+        '',
+        f"config `{report.get('config')}`, checkpoint "
+        f"`{report.get('checkpoint')}`",
+        '',
+        summary_table(report),
+        '',
+        f"p* = {_fmt(report['init'].get('p'), 3)}; search stopped: "
+        f"{report['lapq']['stopped']}; "
+        f"{_fmt(report['lapq']['ms_per_eval'], 1)} ms per evaluation; "
+        f"BN folded: {s['fold_bn']}; bias correction: "
+        f"{s['bias_correction']}; first/last layers: {s['first_last']}.",
+        '',
+        f"Calibration: {report['calibration']['num_images']} images from the "
+        f"{report['calibration']['source']} (seed "
+        f"{report['calibration']['seed']}).",
+        '',
+        '| layer | type | W bits | A bits | W clip (init -> final) | '
+        'A clip (init -> final) |',
+        '|---|---|---|---|---|---|',
+    ]
+    for row in report['layers']:
+        lines.append(
+            f"| {row['name']} | {row['type']} | {_fmt(row['w_bits'])} | "
+            f"{_fmt(row['a_bits'])} | {_fmt(row['w_clip_init'], 4)} -> "
+            f"{_fmt(row['w_clip'], 4)} | {_fmt(row['a_clip_init'], 4)} -> "
+            f"{_fmt(row['a_clip'], 4)} |")
+    lines += ['', f"torch {env['torch']}, mmcls {env['mmcls']}, mmengine "
+              f"{env['mmengine']}, mmlapq {env['mmlapq']}, {env['device']}, "
+              f"{env['date']}", '']
+    _write_atomic(path, '\n'.join(lines))

@@ -1,0 +1,142 @@
+"""tools/quantize.py end to end on a tiny ImageNet-layout folder at 224x224
+with a random VGG-11 in the mmcls checkpoint format, and its bad inputs."""
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+from imagenet_fixture import (imagenet_cfg_options, label_val_by_model,
+                              make_imagenet_folder, save_random_vgg11)
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIG = osp.join(REPO, 'configs', 'lapq', 'vgg11_w4a4.py')
+FAST = ['quantizer.init.p_grid=[2.0,3.0,4.0]', 'quantizer.search.maxiter=1']
+
+
+@pytest.fixture(scope='module')
+def imagenet(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp('imagenet'))
+    make_imagenet_folder(root)
+    ckpt = save_random_vgg11(osp.join(root, 'vgg11_random.pth'))
+    label_val_by_model(root, ckpt, CONFIG)
+    return root, ckpt
+
+
+def quantize(*args, cwd=REPO):
+    proc = subprocess.run([sys.executable, osp.join(REPO, 'tools',
+                                                    'quantize.py'), *args],
+                          cwd=cwd, capture_output=True, text=True,
+                          timeout=900)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_end_to_end_report_and_reload(imagenet, tmp_path):
+    root, ckpt = imagenet
+    work_dir = str(tmp_path / 'run')
+    rc, out, err = quantize(
+        CONFIG, '--checkpoint', ckpt, '--work-dir', work_dir,
+        '--calib-images', '4', '--max-evals', '8', '--cfg-options',
+        *imagenet_cfg_options(root), *FAST)
+    assert rc == 0, err[-3000:]
+    assert '| LAPQ (powell) |' in out  # the summary table is printed
+    report = json.load(open(osp.join(work_dir, 'lapq_report.json')))
+    for key in ('fp32.top1', 'fp32.top5', 'quantized.top1', 'quantized.top5',
+                'init.method', 'init.p', 'init.calib_loss', 'lapq.calib_loss',
+                'lapq.func_evals', 'lapq.seconds', 'settings', 'layers',
+                'env.torch', 'env.mmcls', 'env.mmengine', 'env.mmlapq',
+                'env.device'):
+        node = report
+        for part in key.split('.'):
+            assert part in node, key
+            node = node[part]
+        assert node is not None, key
+    assert report['fp32']['top1'] == 100.0  # val labels are its predictions
+    assert report['lapq']['func_evals'] == 8
+    assert report['lapq']['calib_loss'] <= report['init']['calib_loss']
+    assert 2.0 <= report['init']['p'] <= 4.0
+    assert report['settings']['quant']['w_bits'] == 4
+    assert report['calibration']['num_images'] == 4
+    layers = report['layers']
+    assert len(layers) == 11  # 8 convs + 3 linears of VGG-11
+    assert layers[0]['w_bits'] == 8 and layers[1]['w_bits'] == 4
+    assert all(row['w_clip'] > 0 and row['a_clip'] > 0 for row in layers)
+    assert osp.isfile(osp.join(work_dir, 'lapq_report.md'))
+    for plot in ('p_sweep.png', 'search_loss.png', 'clips.png'):
+        assert osp.getsize(osp.join(work_dir, 'plots', plot)) > 1000
+
+    # The saved quantized checkpoint reloads and gives the same top-1.
+    qckpt = osp.join(work_dir, 'lapq_quantized.pth')
+    saved = torch.load(qckpt, weights_only=True)  # plain types only
+    assert set(saved['meta']['lapq']['clips']) and 'state_dict' in saved
+    rc, out, err = quantize(CONFIG, '--eval-quantized', qckpt, '--work-dir',
+                            str(tmp_path / 'reload'), '--cfg-options',
+                            *imagenet_cfg_options(root))
+    assert rc == 0, err[-3000:]
+    line = [ln for ln in out.splitlines() if ln.startswith('quantized model')]
+    metrics = eval(line[0].split(':', 1)[1])  # the metrics dict it printed
+    assert metrics['accuracy/top1'] == report['quantized']['top1']
+    assert metrics['accuracy/top5'] == report['quantized']['top5']
+
+
+def assert_clean_failure(result, match, work_dir):
+    rc, out, err = result
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith('error:')]
+    assert rc == 1, err[-2000:]
+    assert len(lines) == 1 and match in lines[0], err[-2000:]
+    assert 'Traceback' not in err
+    assert not osp.exists(work_dir), os.listdir(work_dir)
+
+
+def test_bad_inputs_fail_with_one_line(imagenet, tmp_path):
+    root, ckpt = imagenet
+    wd = str(tmp_path / 'wd')
+    opts = ['--work-dir', wd, '--cfg-options', *imagenet_cfg_options(root)]
+    assert_clean_failure(quantize('configs/lapq/nope.py', *opts),
+                         'config configs/lapq/nope.py does not exist', wd)
+    assert_clean_failure(
+        quantize(CONFIG, '--checkpoint', '/no/such.pth', *opts),
+        'checkpoint /no/such.pth does not exist', wd)
+    # An unreachable load_from URL (loopback, refused at once: no network).
+    assert_clean_failure(
+        quantize(CONFIG, *opts, 'load_from=http://127.0.0.1:9/vgg11.pth'),
+        'cannot download checkpoint http://127.0.0.1:9/vgg11.pth', wd)
+    assert_clean_failure(
+        quantize(CONFIG, '--checkpoint', ckpt, *opts, 'quantizer.w_bits=1'),
+        'w_bits=1 is not supported', wd)
+    assert_clean_failure(
+        quantize(CONFIG, '--checkpoint', ckpt, *opts,
+                 'quantizer.exclude=[backbone.nothing.*]'),
+        "layer pattern 'backbone.nothing.*' matches no", wd)
+
+
+def test_bad_checkpoints_and_data_fail_with_one_line(imagenet, tmp_path):
+    root, ckpt = imagenet
+    wd = str(tmp_path / 'wd')
+    opts = ['--work-dir', wd, '--cfg-options', *imagenet_cfg_options(root)]
+    state = torch.load(ckpt)['state_dict']
+    partial = str(tmp_path / 'partial.pth')
+    torch.save({'state_dict': {k: v for k, v in state.items()
+                               if 'classifier.6' not in k}}, partial)
+    assert_clean_failure(quantize(CONFIG, '--checkpoint', partial, *opts),
+                         'does not fit the model: 2 missing keys', wd)
+    nan = str(tmp_path / 'nan.pth')
+    state['backbone.classifier.6.bias'] = torch.full((1000, ), float('nan'))
+    torch.save({'state_dict': state}, nan)
+    del state
+    assert_clean_failure(
+        quantize(CONFIG, '--checkpoint', nan, '--calib-images', '4', *opts,
+                 *FAST), 'calibration loss is nan', wd)
+    assert_clean_failure(
+        quantize(CONFIG, '--checkpoint', ckpt, '--calib-images', '13', *opts,
+                 *FAST),
+        '13 calibration images were asked for but the calibration dataset '
+        'holds 12', wd)
+    empty = str(tmp_path / 'empty')
+    os.makedirs(empty)
+    assert_clean_failure(
+        quantize(CONFIG, '--checkpoint', ckpt, '--work-dir', wd,
+                 '--cfg-options', *imagenet_cfg_options(empty)),
+        'check data_root', wd)
