@@ -67,9 +67,34 @@ def build_cfg(args) -> Config:
     if args.max_evals is not None:
         cfg.quantizer.setdefault('search', {})['max_evals'] = args.max_evals
     cfg.launcher = args.launcher
+    if args.launcher != 'none':
+        dist_cfg = cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
+        # A rank that stops answering fails the collectives after this many
+        # seconds instead of hanging the others forever.
+        dist_cfg.setdefault('timeout', 1800)
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
         'work_dirs', osp.splitext(osp.basename(args.config))[0])
     return cfg
+
+
+def init_cpu_distributed(cfg) -> None:
+    """CPU processes under torchrun: gloo, and DDP without device ids.
+
+    mmengine's own init_dist pins a CUDA device; starting the process group
+    here first makes it skip that."""
+    import datetime
+
+    import torch
+    import torch.distributed as torch_dist
+    if cfg.launcher != 'pytorch' or torch.cuda.is_available() or \
+            torch_dist.is_initialized():
+        return
+    timeout = cfg.env_cfg.dist_cfg.get('timeout', 1800)
+    torch_dist.init_process_group(
+        backend='gloo', timeout=datetime.timedelta(seconds=timeout))
+    cfg.env_cfg.dist_cfg['backend'] = 'gloo'
+    cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel',
+                                 device_ids=None, broadcast_buffers=False)
 
 
 def run(args) -> dict:
@@ -101,6 +126,7 @@ def run(args) -> dict:
         state = read_state_dict(checkpoint)
     cfg.load_from = None  # loaded strictly below, not leniently by mmengine
 
+    init_cpu_distributed(cfg)
     work_dir_existed = osp.isdir(cfg.work_dir)
     runner = Runner.from_cfg(cfg)
     try:

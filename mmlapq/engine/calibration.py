@@ -3,8 +3,10 @@
 Source: ``calib_dataloader`` of the config when given; otherwise the config's
 training dataset with the test pipeline (no augmentation). Drawing from the
 training split avoids the reference's leak (it calibrated on the validation
-images it then reported accuracy on). The images are a seeded choice; in a
-distributed run each rank takes every world_size-th of them.
+images it then reported accuracy on). The images are a seeded choice, cut into
+batches; in a distributed run each rank takes every world_size-th batch, so
+every batch holds the same images as in a single process and the summed loss
+is the same.
 """
 import copy
 import logging
@@ -71,8 +73,15 @@ def build_calibration_set(cfg, model: torch.nn.Module, num_images: int,
         raise LAPQError(f'the calibration dataset ({source}) has no images: '
                         'check data_root and ann_file in the config')
     indices = choose_indices(len(dataset), num_images, seed)
-    mine = indices[rank::world_size]
-    loader = DataLoader(Subset(dataset, mine.tolist()), batch_size=batch_size,
+    batches = [indices[i:i + batch_size]
+               for i in range(0, len(indices), batch_size)]
+    mine = [int(i) for b in batches[rank::world_size] for i in b]
+    if not mine:
+        raise LAPQError(f'{num_images} calibration images make '
+                        f'{len(batches)} batches, fewer than the '
+                        f'{world_size} processes: use more images or a '
+                        'smaller quantizer.calib.batch_size')
+    loader = DataLoader(Subset(dataset, mine), batch_size=batch_size,
                         shuffle=False, collate_fn=pseudo_collate,
                         num_workers=min(loader_kwargs['num_workers'], 4))
     inputs, labels = [], []

@@ -29,7 +29,17 @@ def read_state_dict(path: str) -> 'OrderedDict[str, torch.Tensor]':
         raise LAPQError(f'checkpoint {path} does not exist: pass an existing '
                         'file with --checkpoint PATH')
     try:
-        ckpt = CheckpointLoader.load_checkpoint(path, map_location='cpu')
+        try:
+            ckpt = CheckpointLoader.load_checkpoint(path, map_location='cpu')
+        except Exception as exc:  # noqa: BLE001
+            if is_url(path) or 'weights_only' not in str(exc).replace(
+                    ' ', '_').lower():
+                raise
+            # A checkpoint written by mmengine's training loop pickles its
+            # message hub and config objects, which torch>=2.6 refuses by
+            # default. The user named this local file, so unpickle it as
+            # mmcls's own tools did before torch 2.6.
+            ckpt = torch.load(path, map_location='cpu', weights_only=False)
     except Exception as exc:  # network, corrupt file, ...
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if is_url(path):

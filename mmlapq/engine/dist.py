@@ -33,3 +33,11 @@ def reduce_histogram(hist: AbsHistogram) -> AbsHistogram:
     for state in states:
         merged.merge_(AbsHistogram.from_state(state))
     return merged
+
+
+def reduce_tensor_sum(tensor: torch.Tensor) -> torch.Tensor:
+    if not is_distributed():
+        return tensor
+    tensor = tensor.clone()
+    dist.all_reduce(tensor, op='sum')
+    return tensor

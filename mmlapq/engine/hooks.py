@@ -21,7 +21,7 @@ from ..quant import get_clips, quant_layers, quantizers
 from ..registry import HOOKS, MODELS
 from .calibration import build_calibration_set
 from .checkpoint import QUANTIZED_CHECKPOINT, atomic_save
-from .dist import reduce_histogram, reduce_loss_sum
+from .dist import reduce_histogram, reduce_loss_sum, reduce_tensor_sum
 from .quantizer import apply_quantized_state, quantized_state
 
 INFO = 'lapq/'
@@ -137,7 +137,8 @@ class LAPQHook(Hook):
         calib = hub.get_info(INFO + 'calib')
         plans, result = quantizer.quantize(model, calib, runner.logger,
                                            reduce_fn=reduce_loss_sum,
-                                           reduce_hist=reduce_histogram)
+                                           reduce_hist=reduce_histogram,
+                                           reduce_sum=reduce_tensor_sum)
         hub.update_info(INFO + 'plans', plans)
         hub.update_info(INFO + 'result', result)
         hub.update_info(INFO + 'calib', None)  # free the tensors

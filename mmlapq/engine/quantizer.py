@@ -112,7 +112,8 @@ class LAPQQuantizer:
 
     def quantize(self, model: nn.Module, calib: CalibrationSet,
                  logger: Optional[logging.Logger] = None, reduce_fn=None,
-                 reduce_hist=None) -> Tuple[list, LapqResult]:
+                 reduce_hist=None, reduce_sum=None
+                 ) -> Tuple[list, LapqResult]:
         """Wrap ``model`` in place and run LAPQ on ``calib``."""
         from ..lapq import NonFiniteLossError
         model.eval()
@@ -130,7 +131,8 @@ class LAPQQuantizer:
                 result = run_lapq(objective, self.init, self.search,
                                   self.quant.bias_correction,
                                   auto_sign=self.quant.a_signed == 'auto',
-                                  logger=logger, reduce_hist=reduce_hist)
+                                  logger=logger, reduce_hist=reduce_hist,
+                                  reduce_sum=reduce_sum)
         except NonFiniteLossError as exc:
             raise LAPQError(str(exc)) from None
         return plans, result

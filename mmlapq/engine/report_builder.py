@@ -22,8 +22,10 @@ def build_report(runner, metrics: dict) -> dict:
     device = next(model.parameters()).device
     init = dict(summary['init'], **metrics_top(
         hub.get_info(INFO + 'init_metrics')), seconds=result.seconds['init'])
+    from mmengine import dist
     return dict(
         config=runner.cfg.filename,
+        world_size=dist.get_world_size(),
         checkpoint=hub.get_info(INFO + 'checkpoint'),
         fp32=dict(metrics_top(hub.get_info(INFO + 'fp32')),
                   calib_loss=summary['fp32_calib_loss']),

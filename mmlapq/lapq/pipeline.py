@@ -61,7 +61,7 @@ def run_lapq(objective: CalibrationObjective, init: InitSettings,
              search: SearchSettings, bias_correction: str = 'none',
              auto_sign: bool = True,
              logger: Optional[logging.Logger] = None,
-             reduce_hist=None) -> LapqResult:
+             reduce_hist=None, reduce_sum=None) -> LapqResult:
     """Run every stage on the objective's (already wrapped) model."""
     log = log_every(logger, search.log_interval)
     seconds = OrderedDict()
@@ -95,7 +95,8 @@ def run_lapq(objective: CalibrationObjective, init: InitSettings,
         loss_before_bc = final_loss
         empirical_bias_correction(
             _chain_module(objective),
-            lambda: objective.run_from(0, objective.calib.inputs))
+            lambda: objective.run_from(0, objective.calib.inputs),
+            reduce_sum)
         final_loss = objective.loss()
         seconds['bias_correction'] = time.perf_counter() - t
         log(f'empirical bias correction: loss {loss_before_bc:.5f} -> '

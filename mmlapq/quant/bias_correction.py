@@ -6,7 +6,7 @@ added to the layer's bias (as ``bias_shift``), so the quantized layer's output
 mean matches the float one. Unlike the weight mean shift ('mean'), the weights
 stay on their integer grid.
 """
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 import torch
 import torch.nn as nn
@@ -16,12 +16,14 @@ from .control import quant_layers
 
 @torch.no_grad()
 def empirical_bias_correction(model: nn.Module,
-                              run_calibration: Callable[[], None]
+                              run_calibration: Callable[[], None],
+                              reduce_sum: Optional[Callable] = None
                               ) -> Dict[str, torch.Tensor]:
     """Measure and set ``bias_shift`` of every weight-quantized layer.
 
     ``run_calibration`` runs the quantized model over the calibration inputs;
-    the layers see their quantized inputs. Returns the shifts by layer name.
+    the layers see their quantized inputs. ``reduce_sum`` sums a tensor over
+    processes (distributed calibration). Returns the shifts by layer name.
     """
     layers = {n: m for n, m in quant_layers(model).items()
               if m.weight_quantizer is not None}
@@ -53,7 +55,12 @@ def empirical_bias_correction(model: nn.Module,
     shifts = {}
     for name, layer in layers.items():
         if name in counts:
-            shift = (sums[name] / counts[name]).to(layer.weight.dtype)
+            total, count = sums[name], torch.tensor(float(counts[name]),
+                                                    dtype=torch.float64,
+                                                    device=sums[name].device)
+            if reduce_sum is not None:
+                total, count = reduce_sum(total), reduce_sum(count)
+            shift = (total / count).to(layer.weight.dtype)
             layer.bias_shift = shift
             shifts[name] = shift
     return shifts

@@ -2,9 +2,13 @@
 
 Activation clips are searched on this histogram instead of on the raw
 activations, so memory does not grow with the number of calibration images.
-The range starts at the first batch's max|x| and doubles (merging bin pairs)
-whenever a later batch goes beyond it, so no value is ever clipped away.
+The range is the smallest power of two above max|x| and doubles (merging
+bin pairs) whenever a later batch goes beyond it, so no value is ever clipped
+away. Powers of two make the bins independent of the order of the batches:
+histograms of parts of the data (one per process) merge into exactly the
+histogram of the whole.
 """
+import math
 from typing import Optional
 
 import torch
@@ -48,7 +52,8 @@ class AbsHistogram:
         self.sum_abs += float(absx.double().sum())
         self.sum_sq += float(x.double().square().sum())
         if self.upper == 0.0:
-            self.upper = batch_max if batch_max > 0 else 1.0
+            self.upper = 2.0**math.ceil(math.log2(batch_max)) \
+                if batch_max > 0 else 2.0**-20
         while batch_max > self.upper:
             self._double_range()
         counts = torch.histc(absx, bins=self.num_bins, min=0.0, max=self.upper)

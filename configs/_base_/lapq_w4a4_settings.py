@@ -1,0 +1,39 @@
+# LAPQ W4A4 settings and stages. Inherit configs/_base_/lapq_w4a4.py (this
+# plus custom_imports) after a model's config; inherit this file directly when
+# the model's config already imports mmlapq. Every key is documented in
+# README "Config keys".
+
+quantizer = dict(
+    type='mmlapq.LAPQQuantizer',
+    w_bits=4,
+    a_bits=4,
+    w_grid='signed',          # 'signed' (INT, exact zero) | 'midrise'
+    w_per_channel=False,
+    a_signed='auto',          # signed grid for inputs seen negative
+    layer_types=['Conv2d', 'Linear'],
+    include=['*'],            # fnmatch patterns on module names
+    exclude=[],
+    first_last='8bit',        # '8bit' | 'fp' | 'same'
+    overrides={},             # {'pattern': dict(w_bits=8, a_bits='fp')}
+    fold_bn=True,
+    bias_correction='none',   # 'none' | 'mean' (reference -bcw) | 'empirical'
+    preset=None,              # 'reference': the reference code's layer set
+    init=dict(
+        method='lp',          # 'lp' | 'max' | 'aciq' | 'percentile'
+        mode='sequential',    # 'sequential' | 'independent'
+        p=None,               # None: choose p on p_grid by the loss
+        p_grid=[2.0, 2.2222, 2.4444, 2.6667, 2.8889, 3.1111, 3.3333,
+                3.5556, 3.7778, 4.0]),
+    search=dict(
+        method='powell',      # 'powell' | 'coordinate' | 'none'
+        maxiter=2,
+        max_evals=None),
+    calib=dict(num_images=512, seed=0, batch_size=64),
+)
+
+custom_hooks = [
+    dict(type='mmlapq.FP32EvalHook', enable=True),
+    dict(type='mmlapq.CalibrationHook'),
+    dict(type='mmlapq.LAPQHook', evaluate_init=False),
+    dict(type='mmlapq.LAPQReportHook'),
+]

@@ -1,0 +1,79 @@
+"""The eight VGG configs: inherited model, LAPQ parts, official checkpoint."""
+import os.path as osp
+
+import pytest
+import yaml
+from mmengine.config import Config
+
+import mmlapq  # noqa: F401
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+VGGS = ['vgg11', 'vgg13', 'vgg16', 'vgg19', 'vgg11bn', 'vgg13bn', 'vgg16bn',
+        'vgg19bn']
+
+
+def mmcls_vgg_dir() -> str:
+    import mmcls
+    return osp.join(osp.dirname(mmcls.__file__), '.mim', 'configs', 'vgg')
+
+
+def official_weights() -> dict:
+    """Checkpoint URLs as mmcls's own metafile lists them."""
+    meta = osp.join(mmcls_vgg_dir(), 'metafile.yml')
+    models = yaml.safe_load(open(meta))['Models']
+    return {m['Name'].replace('_8xb32_in1k', ''): m['Weights']
+            for m in models}
+
+
+def without_scope(node):
+    if isinstance(node, dict):
+        return {k: without_scope(v) for k, v in node.items()
+                if k != '_scope_'}
+    if isinstance(node, (list, tuple)):
+        return type(node)(without_scope(v) for v in node)
+    return node
+
+
+@pytest.mark.parametrize('name', VGGS)
+def test_vgg_config(name):
+    cfg = Config.fromfile(osp.join(REPO, 'configs', 'lapq',
+                                   f'{name}_w4a4.py'))
+    stock = Config.fromfile(osp.join(mmcls_vgg_dir(),
+                                     f'{name}_8xb32_in1k.py'))
+    # Inheriting through `mmcls::` tags the dicts with their scope.
+    assert cfg.model.get('_scope_') == 'mmcls'
+    assert without_scope(cfg.model) == stock.model.to_dict()
+    assert without_scope(cfg.test_dataloader) == \
+        stock.test_dataloader.to_dict()
+    assert cfg.load_from == official_weights()[name]
+    assert cfg.load_from.startswith(
+        'https://download.openmmlab.com/mmclassification/v0/vgg/')
+    q = cfg.quantizer
+    assert q.type == 'mmlapq.LAPQQuantizer'
+    assert (q.w_bits, q.a_bits) == (4, 4)
+    assert q.search.method == 'powell' and q.search.maxiter == 2
+    assert q.calib.num_images == 512 and len(q.init.p_grid) == 10
+    assert [h.type for h in cfg.custom_hooks] == [
+        'mmlapq.FP32EvalHook', 'mmlapq.CalibrationHook', 'mmlapq.LAPQHook',
+        'mmlapq.LAPQReportHook']
+    assert 'mmlapq' in cfg.custom_imports.imports
+
+
+@pytest.mark.parametrize('name,bits', [('vgg16_w8a8', (8, 8)),
+                                       ('vgg16_w4a8', (4, 8))])
+def test_other_bit_widths(name, bits):
+    cfg = Config.fromfile(osp.join(REPO, 'configs', 'lapq', f'{name}.py'))
+    assert (cfg.quantizer.w_bits, cfg.quantizer.a_bits) == bits
+    assert cfg.load_from == official_weights()['vgg16']
+
+
+def test_quantizer_builds_from_every_config():
+    from mmengine.registry import init_default_scope
+
+    from mmlapq.registry import MODELS
+    init_default_scope('mmcls')
+    for name in VGGS:
+        cfg = Config.fromfile(osp.join(REPO, 'configs', 'lapq',
+                                       f'{name}_w4a4.py'))
+        quantizer = MODELS.build(cfg.quantizer)
+        assert quantizer.settings()['quant']['first_last'] == '8bit'
