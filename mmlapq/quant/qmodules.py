@@ -95,6 +95,19 @@ class QuantLayerMixin:
     weight_quantizer: Optional[TensorQuantizer]
     input_quantizer: Optional[TensorQuantizer]
 
+    @classmethod
+    def from_float(cls, layer: nn.Module, w_grid: Optional[Grid],
+                   a_grid: Optional[Grid], per_channel: bool = False,
+                   weight_mean_correction: bool = False):
+        """The quantized twin of a float layer, sharing its parameters (no
+        copy); a grid of None keeps that tensor in floating point."""
+        q = cls._empty_like(layer)  # allocates nothing (meta device)
+        q.weight, q.bias = layer.weight, layer.bias
+        q._init_quant(w_grid, a_grid, per_channel, weight_mean_correction)
+        q.to(layer.weight.device)
+        q.train(layer.training)
+        return q
+
     def _init_quant(self, w_grid: Optional[Grid], a_grid: Optional[Grid],
                     per_channel: bool, weight_mean_correction: bool) -> None:
         self.weight_quantizer = (TensorQuantizer(
@@ -164,20 +177,13 @@ class QuantLayerMixin:
 class QuantConv2d(QuantLayerMixin, nn.Conv2d):
     """nn.Conv2d with a quantized weight and a fake-quantized input."""
 
-    @classmethod
-    def from_float(cls, conv: nn.Conv2d, w_grid: Optional[Grid],
-                   a_grid: Optional[Grid], per_channel: bool = False,
-                   weight_mean_correction: bool = False) -> 'QuantConv2d':
-        q = cls(conv.in_channels, conv.out_channels, conv.kernel_size,
-                stride=conv.stride, padding=conv.padding,
-                dilation=conv.dilation, groups=conv.groups,
-                bias=conv.bias is not None, padding_mode=conv.padding_mode,
-                device='meta')
-        q.weight, q.bias = conv.weight, conv.bias
-        q._init_quant(w_grid, a_grid, per_channel, weight_mean_correction)
-        q.to(conv.weight.device)
-        q.train(conv.training)
-        return q
+    @staticmethod
+    def _empty_like(conv: nn.Conv2d) -> 'QuantConv2d':
+        return QuantConv2d(conv.in_channels, conv.out_channels,
+                           conv.kernel_size, stride=conv.stride,
+                           padding=conv.padding, dilation=conv.dilation,
+                           groups=conv.groups, bias=conv.bias is not None,
+                           padding_mode=conv.padding_mode, device='meta')
 
     def _float_forward(self, x, w, b):
         return self._conv_forward(x, w, b)
@@ -192,17 +198,10 @@ class QuantConv2d(QuantLayerMixin, nn.Conv2d):
 class QuantLinear(QuantLayerMixin, nn.Linear):
     """nn.Linear with a quantized weight and a fake-quantized input."""
 
-    @classmethod
-    def from_float(cls, linear: nn.Linear, w_grid: Optional[Grid],
-                   a_grid: Optional[Grid], per_channel: bool = False,
-                   weight_mean_correction: bool = False) -> 'QuantLinear':
-        q = cls(linear.in_features, linear.out_features,
-                bias=linear.bias is not None, device='meta')
-        q.weight, q.bias = linear.weight, linear.bias
-        q._init_quant(w_grid, a_grid, per_channel, weight_mean_correction)
-        q.to(linear.weight.device)
-        q.train(linear.training)
-        return q
+    @staticmethod
+    def _empty_like(linear: nn.Linear) -> 'QuantLinear':
+        return QuantLinear(linear.in_features, linear.out_features,
+                           bias=linear.bias is not None, device='meta')
 
     def _float_forward(self, x, w, b):
         return F.linear(x, w, b)

@@ -1,0 +1,54 @@
+"""The embedded default: the committed Fashion-MNIST checkpoint and the main
+job's config, end to end on a slice of the data."""
+import hashlib
+import json
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIG = osp.join(REPO, 'configs', 'lapq', 'vgg11bn_fmnist_w4a4.py')
+CHECKPOINT = osp.join(REPO, 'checkpoints', 'vgg11bn_fmnist.pth')
+DATA = osp.join(REPO, 'data', 'fashion_mnist', 't10k-images-idx3-ubyte')
+
+pytestmark = pytest.mark.skipif(
+    not osp.isfile(DATA), reason='run tools/setup.sh (Fashion-MNIST data)')
+
+
+def readme_sha256() -> str:
+    text = open(osp.join(REPO, 'README.md')).read()
+    return text.split('sha256 `')[1].split('`')[0]
+
+
+def test_committed_checkpoint_is_small_plain_and_documented():
+    assert osp.getsize(CHECKPOINT) <= 20 * 10**6
+    ckpt = torch.load(CHECKPOINT, weights_only=True)  # tensors only
+    assert ckpt['state_dict']['head.fc.weight'].shape == (10, 512)
+    digest = hashlib.sha256(open(CHECKPOINT, 'rb').read()).hexdigest()
+    assert digest == readme_sha256()
+
+
+def test_fmnist_config_end_to_end_on_a_slice(tmp_path):
+    work_dir = str(tmp_path / 'fmnist')
+    proc = subprocess.run(
+        [sys.executable, 'tools/quantize.py', CONFIG, '--work-dir', work_dir,
+         '--calib-images', '128', '--max-evals', '40', '--cfg-options',
+         'test_dataloader.dataset.indices=1000',
+         'quantizer.init.p_grid=[2.0,3.0,4.0]'],
+        cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # The table printed at the end: FP32, the Lp init, LAPQ.
+    table = [ln for ln in proc.stdout.splitlines() if ln.startswith('|')]
+    assert [ln.split('|')[1].strip().split(' ')[0] for ln in table[2:]] == \
+        ['FP32', 'lp', 'LAPQ']
+    report = json.load(open(osp.join(work_dir, 'lapq_report.json')))
+    assert report['fp32']['top1'] > 88.0  # on the first 1000 test images
+    assert report['init']['top1'] is not None  # evaluate_init=True
+    assert report['lapq']['calib_loss'] <= report['init']['calib_loss']
+    assert report['quantized']['top1'] > report['fp32']['top1'] - 5.0
+    assert report['calibration']['source'].startswith('training split')
+    assert report['layers'][0]['a_grid'] == 'signed'  # normalised image
+    assert report['layers'][1]['a_grid'] == 'unsigned'  # after ReLU
