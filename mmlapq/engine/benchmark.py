@@ -148,8 +148,14 @@ def methods_benchmark(cfg, float_model: nn.Module, calib: CalibrationSet,
     rows = [dict(method='fp32', w_bits=32, a_bits=32,
                  **accuracy(float_model, test), calib_loss=None,
                  func_evals=0, seconds=0.0)]
+    from ..quant import quantizers
     for w_bits, a_bits in bits:
+        # The 'lp' row is LAPQ's starting point: read it off the LAPQ run
+        # (same p sweep, same clips) instead of repeating the sweep.
+        lp_from_lapq = 'lp' in methods and 'lapq' in methods
         for method in methods:
+            if method == 'lp' and lp_from_lapq:
+                continue
             model = copy.deepcopy(float_model)
             quantizer = make_quantizer(cfg.quantizer, method, w_bits, a_bits,
                                        max_evals)
@@ -163,6 +169,15 @@ def methods_benchmark(cfg, float_model: nn.Module, calib: CalibrationSet,
                        p=result.p_star, func_evals=result.func_evals,
                        seconds=seconds)
             rows.append(row)
+            if method == 'lapq' and lp_from_lapq:
+                named = quantizers(model)
+                for name, alpha in result.init_clips.items():
+                    named[name].set_alpha(alpha)
+                rows.insert(len(rows) - 1, dict(
+                    method='lp', w_bits=w_bits, a_bits=a_bits,
+                    **accuracy(model, test), calib_loss=result.init_loss,
+                    init_calib_loss=result.init_loss, p=result.p_star,
+                    func_evals=0, seconds=result.seconds['init']))
             if logger:
                 logger.info(f"W{w_bits}A{a_bits} {method}: top-1 "
                             f"{row['top1']:.2f}, loss {row['calib_loss']:.4f}"
