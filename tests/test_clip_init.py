@@ -5,7 +5,7 @@ from mmlapq.quant import (AbsHistogram, Grid, WeightClipper, activation_clip,
                           aciq_factor, lp_clip_histogram, lp_clip_tensor)
 
 
-def brute_force_lp(x, grid, p, points=1500):
+def brute_force_lp(x, grid, p, points=1000):
     absx = x.abs()
     alphas = torch.linspace(1e-3, float(absx.max()), points)
     errs = torch.stack([(grid.quantize(absx, a) - absx).abs().pow(p).mean()
@@ -13,7 +13,7 @@ def brute_force_lp(x, grid, p, points=1500):
     return float(alphas[errs.argmin()])
 
 
-def samples(dist, n=20000, seed=0):
+def samples(dist, n=12000, seed=0):
     g = torch.Generator().manual_seed(seed)
     if dist == 'gaussian':
         return torch.randn(n, generator=g)

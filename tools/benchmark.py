@@ -109,8 +109,7 @@ def main(argv=None) -> int:
         os.makedirs(out, exist_ok=True)
         if args.speed:
             res = bm.speed_benchmark(cfg, model, calib,
-                                     max_evals=args.max_evals or 300,
-                                     logger=logger)
+                                     max_evals=args.max_evals, logger=logger)
             res['env'] = collect_env()
             with open(osp.join(out, 'speed.json'), 'w') as f:
                 json.dump(res, f, indent=2)
@@ -118,7 +117,8 @@ def main(argv=None) -> int:
                   f"calibration images: FP32 forward "
                   f"{res['fp32_forward_s']:.3f} s, loss evaluation "
                   f"{res['eval_s']:.3f} s (mean of {res['func_evals']} "
-                  f'Powell-phase evaluations)')
+                  f'Powell-phase evaluations, channels_last='
+                  f"{cfg.quantizer.get('channels_last', True)})")
             print(f"eval_cost_ratio: {res['eval_cost_ratio']:.3f}")
             return 0
         test_images = args.test_images or (QUICK['test_images']

@@ -20,7 +20,7 @@ from ..quant.control import quantization_disabled
 class Flatten(nn.Module):
 
     def forward(self, x):
-        return x.view(x.size(0), -1)
+        return torch.flatten(x, 1)  # a copy when x is channels-last
 
 
 class NeckStep(nn.Module):

@@ -86,7 +86,10 @@ class FP32EvalHook(Hook):
             return
         # The memory format of the whole run, so the float evaluation runs
         # as fast as the quantized one.
-        get_quantizer(runner).prepare(unwrap(runner.model))
+        model = unwrap(runner.model)
+        first = next(iter(runner.test_loop.dataloader))
+        get_quantizer(runner).prepare(
+            model, model.data_preprocessor(first, False)['inputs'])
         runner.message_hub.update_info(INFO + 'fp32',
                                        evaluate(runner, 'FP32'))
 

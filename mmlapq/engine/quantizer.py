@@ -97,10 +97,22 @@ class LAPQQuantizer:
         self.allow_tf32 = allow_tf32
         self.channels_last = bool(channels_last)
 
-    def prepare(self, model: nn.Module) -> nn.Module:
-        """Put the model in the memory format of the run (idempotent)."""
-        if self.channels_last:
-            model.to(memory_format=torch.channels_last)
+    def prepare(self, model: nn.Module, probe: torch.Tensor) -> nn.Module:
+        """Put the model in the memory format of the run (idempotent).
+
+        A model whose forward cannot run channels-last (mmcls's ImageNet
+        VGG flattens with ``view``) is left contiguous, and the setting
+        records that."""
+        if not self.channels_last:
+            return model
+        model.to(memory_format=torch.channels_last)
+        try:
+            with torch.no_grad():
+                model(probe[:2].contiguous(memory_format=torch.channels_last),
+                      mode='tensor')
+        except RuntimeError:
+            model.to(memory_format=torch.contiguous_format)
+            self.channels_last = False
         return model
 
     def prepare_calibration(self, calib: CalibrationSet) -> CalibrationSet:
@@ -135,7 +147,7 @@ class LAPQQuantizer:
         """Wrap ``model`` in place and run LAPQ on ``calib``."""
         from ..lapq import NonFiniteLossError
         model.eval()
-        self.prepare(model)
+        self.prepare(model, calib.inputs[0])
         calib = self.prepare_calibration(calib)
         plans = self.wrap(model)
         steps = build_chain(model, calib.inputs[0], logger)
