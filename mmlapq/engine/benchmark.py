@@ -151,7 +151,7 @@ def methods_benchmark(cfg, float_model: nn.Module, calib: CalibrationSet,
     rows = [dict(method='fp32', w_bits=32, a_bits=32,
                  **accuracy(float_model, test), calib_loss=None,
                  func_evals=0, seconds=0.0)]
-    from ..quant import quantizers
+    from ..quant import set_clips
     for w_bits, a_bits in bits:
         # The 'lp' row is LAPQ's starting point: read it off the LAPQ run
         # (same p sweep, same clips) instead of repeating the sweep.
@@ -173,9 +173,7 @@ def methods_benchmark(cfg, float_model: nn.Module, calib: CalibrationSet,
                        seconds=seconds)
             rows.append(row)
             if method == 'lapq' and lp_from_lapq:
-                named = quantizers(model)
-                for name, alpha in result.init_clips.items():
-                    named[name].set_alpha(alpha)
+                set_clips(model, result.init_clips)
                 rows.insert(len(rows) - 1, dict(
                     method='lp', w_bits=w_bits, a_bits=a_bits,
                     **accuracy(model, test), calib_loss=result.init_loss,

@@ -17,7 +17,7 @@ from mmengine import dist
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
-from ..quant import get_clips, quant_layers, quantizers
+from ..quant import get_clips, quant_layers, set_clips
 from ..registry import HOOKS, MODELS
 from .calibration import build_calibration_set
 from .checkpoint import QUANTIZED_CHECKPOINT, atomic_save
@@ -160,16 +160,13 @@ class LAPQHook(Hook):
         final = get_clips(model)
         layers = quant_layers(model)
         shifts = {n: m.bias_shift for n, m in layers.items()}
-        named = quantizers(model)
-        for name, alpha in clips.items():
-            named[name].set_alpha(alpha)
+        set_clips(model, clips)
         for layer in layers.values():
             layer.bias_shift = None
         try:
             return evaluate(runner, 'layer-wise init')
         finally:
-            for name, alpha in final.items():
-                named[name].set_alpha(alpha)
+            set_clips(model, final)
             for name, shift in shifts.items():
                 layers[name].bias_shift = shift
 

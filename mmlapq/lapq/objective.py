@@ -181,15 +181,6 @@ class CalibrationObjective:
         self.seconds += time.perf_counter() - t0
         return value
 
-    @torch.no_grad()
-    def accuracy(self) -> float:
-        """Top-1 (percent) on the calibration set at the current clips."""
-        self.set_train_mode(False)
-        correct = 0
-        for x, y in zip(self.calib.inputs, self.calib.labels):
-            correct += int((self.run_from(0, [x])[0].argmax(1) == y).sum())
-        return 100.0 * correct / self.calib.num_images
-
 
 def chain_of_sequential(model: nn.Sequential) -> List[nn.Module]:
     """The chain of a plain nn.Sequential: its children."""
