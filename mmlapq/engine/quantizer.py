@@ -106,6 +106,10 @@ class LAPQQuantizer:
         if not self.channels_last:
             return model
         model.to(memory_format=torch.channels_last)
+        # The probe runs in eval mode: in train mode it would move the BN
+        # running statistics towards the two probe images.
+        was_training = model.training
+        model.eval()
         try:
             with torch.no_grad():
                 model(probe[:2].contiguous(memory_format=torch.channels_last),
@@ -113,6 +117,8 @@ class LAPQQuantizer:
         except RuntimeError:
             model.to(memory_format=torch.contiguous_format)
             self.channels_last = False
+        finally:
+            model.train(was_training)  # mmcls's VGG.train returns None
         return model
 
     def prepare_calibration(self, calib: CalibrationSet) -> CalibrationSet:
