@@ -53,3 +53,35 @@ def test_fmnist_config_end_to_end_on_a_slice(tmp_path):
     assert report['calibration']['source'].startswith('training split')
     assert report['layers'][0]['a_grid'] == 'signed'  # normalised image
     assert report['layers'][1]['a_grid'] == 'unsigned'  # after ReLU
+
+
+def test_memory_format_probe_leaves_the_model_unchanged():
+    """The channels-last probe forward must not touch the BN statistics,
+    whatever mode the runner left the model in."""
+    from mmlapq.engine import benchmark as bm
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    cfg = Config.fromfile(CONFIG)
+    init_default_scope('mmcls')
+    model = bm.build_float_model(cfg, CHECKPOINT)
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    quantizer = bm.make_quantizer(cfg.quantizer, 'lapq', 4, 4)
+    quantizer.prepare(model, torch.rand(4, 3, 32, 32) * 3)
+    assert model.training and quantizer.channels_last
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_speed_benchmark_prints_the_ratio(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, 'tools/benchmark.py', CONFIG, '--speed',
+         '--calib-images', '64', '--max-evals', '12', '--out',
+         str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+        timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.load(open(tmp_path / 'speed.json'))
+    assert res['func_evals'] == 12 and res['num_images'] == 64
+    assert res['eval_cost_ratio'] == pytest.approx(
+        res['eval_s'] / res['fp32_forward_s'])
+    assert f"eval_cost_ratio: {res['eval_cost_ratio']:.3f}" in proc.stdout

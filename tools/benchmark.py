@@ -42,6 +42,8 @@ def parse_args(argv=None):
     p.add_argument('--test-images', type=int, help='evaluate on the first N '
                    'test images (default all)')
     p.add_argument('--max-evals', type=int, help='bound on each joint search')
+    p.add_argument('--plot-format', default='png', choices=['png', 'svg'],
+                   help='format of the plots in OUT/plots (svg for docs/)')
     p.add_argument('--no-surface', action='store_true',
                    help='skip the 2-D loss surface plot')
     p.add_argument('--cfg-options', nargs='+', default=None)
@@ -117,8 +119,8 @@ def main(argv=None) -> int:
                   f"calibration images: FP32 forward "
                   f"{res['fp32_forward_s']:.3f} s, loss evaluation "
                   f"{res['eval_s']:.3f} s (mean of {res['func_evals']} "
-                  f'Powell-phase evaluations, channels_last='
-                  f"{cfg.quantizer.get('channels_last', True)})")
+                  f"Powell-phase evaluations, channels_last="
+                  f"{res['channels_last']})")
             print(f"eval_cost_ratio: {res['eval_cost_ratio']:.3f}")
             return 0
         test_images = args.test_images or (QUICK['test_images']
@@ -126,13 +128,16 @@ def main(argv=None) -> int:
         test = bm.test_tensors(cfg, model, test_images)
         max_evals = args.max_evals or (QUICK['max_evals'] if args.quick
                                        else None)
+        plot_dir = osp.join(out, 'plots')
         rows = bm.methods_benchmark(cfg, model, calib, test, methods, bits,
-                                    max_evals, logger)
+                                    max_evals, logger, plot_dir,
+                                    args.plot_format)
         surfaces = []
         if not args.quick and not args.no_surface:
             surfaces = [bm.loss_surface(cfg, model, calib, b, logger=logger)
                         for b in (4, 2)]
-            plot_loss_surface(surfaces, osp.join(out, 'loss_surface.png'))
+            plot_loss_surface(surfaces, osp.join(
+                plot_dir, f'loss_surface.{args.plot_format}'))
     except LAPQError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1

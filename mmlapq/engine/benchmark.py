@@ -18,6 +18,7 @@ import torch.nn as nn
 
 from ..lapq import CalibrationSet
 from ..registry import MODELS as LAPQ_MODELS
+from ..report import plot_run
 from .calibration import build_calibration_set
 from .chain import classifier_logits
 from .checkpoint import load_state_dict_strict, read_state_dict
@@ -123,7 +124,8 @@ def speed_benchmark(cfg, float_model: nn.Module, calib: CalibrationSet,
     quantizer = make_quantizer(q, 'lapq', q.get('w_bits', 4),
                                q.get('a_bits', 4), max_evals)
     quantizer.search.maxiter = 1
-    float_model = quantizer.prepare(copy.deepcopy(float_model))
+    float_model = quantizer.prepare(copy.deepcopy(float_model),
+                                    calib.inputs[0])
     calib = quantizer.prepare_calibration(calib)
     with torch.no_grad():
         classifier_logits(float_model, calib.inputs[0])  # warm-up
@@ -140,6 +142,7 @@ def speed_benchmark(cfg, float_model: nn.Module, calib: CalibrationSet,
                 func_evals=result.search.func_evals,
                 num_images=calib.num_images,
                 w_bits=quantizer.quant.w_bits, a_bits=quantizer.quant.a_bits,
+                channels_last=quantizer.channels_last,
                 eval_cost_ratio=per_eval / fp32)
 
 
@@ -147,7 +150,12 @@ def methods_benchmark(cfg, float_model: nn.Module, calib: CalibrationSet,
                       test: CalibrationSet, methods: Sequence[str],
                       bits: Sequence[Tuple[int, int]],
                       max_evals: Optional[int] = None,
-                      logger: Optional[logging.Logger] = None) -> List[dict]:
+                      logger: Optional[logging.Logger] = None,
+                      plot_dir: Optional[str] = None,
+                      plot_format: str = 'png') -> List[dict]:
+    """One row per (bit width, method), all from ``float_model`` and the same
+    calibration set; with ``plot_dir``, the plots of each LAPQ run go there
+    as w{W}a{A}_p_sweep, _search_loss and _clips."""
     rows = [dict(method='fp32', w_bits=32, a_bits=32,
                  **accuracy(float_model, test), calib_loss=None,
                  func_evals=0, seconds=0.0)]
@@ -172,6 +180,9 @@ def methods_benchmark(cfg, float_model: nn.Module, calib: CalibrationSet,
                        p=result.p_star, func_evals=result.func_evals,
                        seconds=seconds)
             rows.append(row)
+            if method == 'lapq' and plot_dir:
+                plot_run(result, plot_dir, f'w{w_bits}a{a_bits}_',
+                         plot_format)
             if method == 'lapq' and lp_from_lapq:
                 set_clips(model, result.init_clips)
                 rows.insert(len(rows) - 1, dict(

@@ -1,11 +1,10 @@
 """Assemble the run report from what the hooks left in the message hub, and
 write every output file of a run into the work dir."""
-import os
 import os.path as osp
 
 from ..quant import quantizers
-from ..report import (collect_env, layer_rows, plot_clips, plot_p_sweep,
-                      plot_search, summary_table, write_json, write_markdown)
+from ..report import (collect_env, layer_rows, plot_run, summary_table,
+                      write_json, write_markdown)
 from .hooks import (INFO, get_quantizer, metrics_top,
                     save_quantized_checkpoint, unwrap)
 
@@ -48,18 +47,7 @@ def write_run_outputs(runner, report: dict, save_checkpoint: bool = True,
     result = runner.message_hub.get_info(INFO + 'result')
     files = dict(table=summary_table(report))
     if plots:
-        plot_dir = osp.join(work_dir, 'plots')
-        os.makedirs(plot_dir, exist_ok=True)
-        names = list(result.clips)
-        to_float = {n: float(v.float().max()) for n, v in result.clips.items()}
-        init_float = {n: float(v.float().max())
-                      for n, v in result.init_clips.items()}
-        files['plots'] = [p for p in (
-            plot_p_sweep(result.p_sweep, osp.join(plot_dir, 'p_sweep.png')),
-            plot_search(result.search.history,
-                        osp.join(plot_dir, 'search_loss.png')),
-            plot_clips(names, init_float, to_float, result.clip_maxima,
-                       osp.join(plot_dir, 'clips.png'))) if p]
+        files['plots'] = plot_run(result, osp.join(work_dir, 'plots'))
     if save_checkpoint:
         files['checkpoint'] = save_quantized_checkpoint(
             runner, osp.join(work_dir, 'lapq_quantized.pth'))

@@ -1,6 +1,6 @@
-"""PNG plots of a run (matplotlib, headless)."""
+"""Plots of a run (matplotlib, headless): PNG, or SVG for the docs."""
 import os
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -13,7 +13,8 @@ def _plt():
 
 
 def _save(fig, path: str) -> str:
-    tmp = f'{path}.partial.png'
+    # The format follows the extension (png for runs, svg for the docs).
+    tmp = f'{path}.partial{os.path.splitext(path)[1]}'
     fig.savefig(tmp, dpi=110, bbox_inches='tight')
     os.replace(tmp, path)
     _plt().close(fig)
@@ -101,3 +102,21 @@ def plot_loss_surface(surfaces: Sequence[dict], path: str) -> Optional[str]:
         ax.set_title(f"{s['bits']} bit: loss range "
                      f'{loss.min():.3f}..{loss.max():.3f}', fontsize=9)
     return _save(fig, path)
+
+
+def plot_run(result, plot_dir: str, prefix: str = '',
+             fmt: str = 'png') -> List[str]:
+    """The three plots of one LAPQ run (a ``LapqResult``): p sweep, search
+    loss, and clips relative to max |x|. Returns the paths written."""
+    os.makedirs(plot_dir, exist_ok=True)
+    final = {n: float(v.float().max()) for n, v in result.clips.items()}
+    init = {n: float(v.float().max()) for n, v in result.init_clips.items()}
+
+    def path(name):
+        return os.path.join(plot_dir, f'{prefix}{name}.{fmt}')
+
+    return [p for p in (
+        plot_p_sweep(result.p_sweep, path('p_sweep')),
+        plot_search(result.search.history, path('search_loss')),
+        plot_clips(list(result.clips), init, final, result.clip_maxima,
+                   path('clips'))) if p]
