@@ -4,6 +4,7 @@ mmcls's tools/train.py), e.g. the embedded Fashion-MNIST VGG:
     python tools/train.py configs/fmnist/vgg11bn_fmnist.py
 """
 import argparse
+import os
 import os.path as osp
 import sys
 
@@ -42,6 +43,11 @@ def main(argv=None) -> int:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'
     cfg.resume = args.resume
+    if args.resume:
+        # mmengine's resume checkpoints hold the message hub (numpy arrays,
+        # HistoryBuffer), which torch>=2.6's weights_only default refuses.
+        # They are files this runner wrote into the user's own work dir.
+        os.environ.setdefault('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
     Runner.from_cfg(cfg).train()
     return 0
 
