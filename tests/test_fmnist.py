@@ -3,6 +3,7 @@ job's config, end to end on a slice of the data."""
 import hashlib
 import json
 import os.path as osp
+import re
 import subprocess
 import sys
 
@@ -19,7 +20,6 @@ pytestmark = pytest.mark.skipif(
 
 
 def readme_sha256() -> str:
-    import re
     text = open(osp.join(REPO, 'README.md')).read()
     return re.search(r'sha256\s+`([0-9a-f]{64})`', text).group(1)
 
@@ -78,8 +78,8 @@ def test_speed_benchmark_prints_the_ratio(tmp_path):
         [sys.executable, 'tools/benchmark.py', CONFIG, '--speed',
          '--calib-images', '64', '--max-evals', '12', '--out',
          str(tmp_path), '--cfg-options',
-         'quantizer.init.p_grid=[2.0,3.0,4.0]'], cwd=REPO, capture_output=True, text=True,
-        timeout=600)
+         'quantizer.init.p_grid=[2.0,3.0,4.0]'],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.load(open(tmp_path / 'speed.json'))
     assert res['func_evals'] == 12 and res['num_images'] == 64

@@ -160,10 +160,11 @@ def methods_benchmark(cfg, float_model: nn.Module, calib: CalibrationSet,
                  **accuracy(float_model, test), calib_loss=None,
                  func_evals=0, seconds=0.0)]
     from ..quant import set_clips
+
+    # The 'lp' row is LAPQ's starting point: read it off the LAPQ run (same
+    # p sweep, same clips) instead of repeating the sweep.
+    lp_from_lapq = 'lp' in methods and 'lapq' in methods
     for w_bits, a_bits in bits:
-        # The 'lp' row is LAPQ's starting point: read it off the LAPQ run
-        # (same p sweep, same clips) instead of repeating the sweep.
-        lp_from_lapq = 'lp' in methods and 'lapq' in methods
         for method in methods:
             if method == 'lp' and lp_from_lapq:
                 continue
