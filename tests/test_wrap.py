@@ -110,12 +110,41 @@ def test_layer_plan_policies_and_overrides():
     assert [p.name for p in plans] == ['head.fc']
 
 
-def test_reference_preset_quantizes_inner_convs_only():
-    vgg = mmcls_vgg()
-    plans = plan_layers(vgg, QuantSettings(preset='reference'))
-    assert [p.type for p in plans] == ['Conv2d'] * 6
-    assert plans[0].name == 'backbone.features.2.conv'
-    assert plans[-1].name == 'backbone.features.10.conv'
+def test_reference_preset_quantizes_what_the_reference_does():
+    """Reference (lapq/layer_scale_optimization_opt.py): the weights of
+    Conv2d [1:-1] and the outputs of ReLU [1:-1], Linear in FP, no BN
+    folding."""
+    vgg = mmcls_vgg()  # VGG-11-BN: 8 ConvModules (conv, bn, ReLU)
+    float_state = copy.deepcopy(vgg.state_dict())
+    quantize_model(vgg, QuantSettings(preset='reference', w_bits=4,
+                                      a_bits=3))
+    inner = (2, 4, 5, 7, 8, 10)  # ConvModules 0..11, max pools between
+    convs = [f'backbone.features.{i}.conv.weight' for i in inner]
+    relus = [f'backbone.features.{i}.activate.output' for i in inner]
+    assert list(quantizers(vgg)) == [n for pair in zip(convs, relus)
+                                     for n in pair]
+    assert all(q.bits == (4 if n.endswith('weight') else 3)
+               for n, q in quantizers(vgg).items())
+    assert isinstance(vgg.backbone.features[0].bn, nn.BatchNorm2d)
+    assert type(vgg.head.fc) is nn.Linear  # Linear stays float
+    assert set(vgg.state_dict()) == set(float_state)  # loads the same keys
+
+
+def test_reference_preset_on_a_toy_chain_quantizes_relu_outputs():
+    model = toy_chain()
+    x = torch.randn(2, 3, 8, 8)
+    quantize_model(model, QuantSettings(preset='reference', a_bits=2))
+    assert list(quantizers(model)) == ['3.weight', '4.output', '6.weight',
+                                       '7.output']
+    set_clips(model, {'3.weight': torch.tensor(0.1),
+                      '4.output': torch.tensor(0.5),
+                      '6.weight': torch.tensor(0.1),
+                      '7.output': torch.tensor(0.5)})
+    with torch.no_grad():
+        out = model[:5](x)
+    # A 2-bit unsigned grid of clip 0.5: levels 0, 1/6, 2/6, 3/6.
+    levels = torch.tensor([0, 1 / 6, 2 / 6, 3 / 6])
+    assert bool((out[..., None] - levels).abs().min(-1).values.max() < 1e-6)
 
 
 @pytest.mark.parametrize('kwargs,match', [

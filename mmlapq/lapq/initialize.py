@@ -2,9 +2,13 @@
 
 Two modes (LAPQ.md section 4):
 
-- ``sequential`` (the reference's): layer after layer in chain order, each
-  activation histogram is gathered with the layers upstream already
-  quantized, so each clip sees the error of the ones before it.
+- ``sequential`` (the reference's): layer after layer in execution order,
+  each activation histogram is gathered with every layer that ran before it
+  already quantized, so each clip sees the error of the ones before it. This
+  holds on any model: inside a step of the chain (the whole model, when it is
+  not a chain) the order is the order in which the layers are called, found
+  by a probe forward with hooks, and each observation stops the forward once
+  the observed layer has had its last call.
 - ``independent``: every histogram comes from one float pass; the statistics
   are gathered once and reused for every p, which makes a p sweep cheap.
 
@@ -92,7 +96,7 @@ class ClipInitializer:
         self.max_abs[id(wq)] = float(clipper.absw.max())
 
     def _set_input_clip(self, layer, hist: AbsHistogram, p: float) -> None:
-        aq = layer.input_quantizer
+        aq = layer.act_quantizer
         if aq is None:
             return
         if self.auto_sign:
@@ -108,10 +112,10 @@ class ClipInitializer:
         """Histograms of the inputs of ``layers`` while steps
         ``start_step..end_step-1`` run on ``batches``."""
         hists = {id(m): AbsHistogram(self.settings.hist_bins) for m in layers
-                 if m.input_quantizer is not None}
+                 if m.act_quantizer is not None}
 
         def hook(layer, inputs):
-            hists[id(layer)].update(inputs[0])
+            hists[id(layer)].update(layer.observe(inputs[0]))
 
         handles = [m.register_forward_pre_hook(hook) for m in layers
                    if id(m) in hists]
@@ -163,20 +167,84 @@ class ClipInitializer:
         steps, step_layers = self.objective.steps, self.objective.step_layers
         batches = list(self.objective.calib.inputs)
         for i in range(len(steps)):
-            layers = step_layers[i]
-            if layers:
-                # This step's layers float while their inputs are observed;
-                # everything upstream is already quantized.
-                for layer in layers:
-                    layer.quant_enabled = False
-                hists = self._collect(layers, batches, i, i + 1)
-                for layer in layers:
-                    self._set_weight_clip(layer, p)
-                    if id(layer) in hists:
-                        self._set_input_clip(layer, hists[id(layer)], p)
-                    layer.quant_enabled = True
+            if step_layers[i]:
+                self._init_step_sequential(i, batches, p)
             if i + 1 < len(steps) and any(step_layers[i + 1:]):
                 with torch.no_grad():
                     batches = [steps[i](x) for x in batches]
             else:
                 break
+
+    def _init_step_sequential(self, i: int, batches, p: float) -> None:
+        """Clips of step ``i``'s layers, one layer after another in the
+        order they are called; ``batches`` are the step's quantized inputs."""
+        calls = self._call_order(i, batches[0])
+        order = list(dict.fromkeys(calls))  # unique, by first call
+        for layer in order:
+            self._set_weight_clip(layer, p)  # weights need no data
+        try:
+            for k, layer in enumerate(order):
+                if layer.act_quantizer is None:
+                    continue
+                # Layers called before this one are quantized (their clips
+                # are set); this one and the later ones run in float.
+                for j, other in enumerate(order):
+                    other.quant_enabled = j < k
+                last_call = max(c for c, m in enumerate(calls) if m is layer)
+                hist = self._observe(i, layer, batches, last_call + 1)
+                self._set_input_clip(layer, hist, p)
+        finally:
+            for layer in order:
+                layer.quant_enabled = True
+
+    def _step_hooks(self, i: int, hook) -> list:
+        return [m.register_forward_pre_hook(hook)
+                for m in dict.fromkeys(self.objective.step_layers[i])]
+
+    def _call_order(self, i: int, probe: torch.Tensor) -> List:
+        """Quantized layers of step ``i`` in the order the step calls them
+        (a layer called twice appears twice)."""
+        calls = []
+        handles = self._step_hooks(i, lambda m, _: calls.append(m))
+        try:
+            with torch.no_grad(), quantization_disabled(
+                    self.objective.steps[i]):
+                self.objective.steps[i](probe)
+        finally:
+            for h in handles:
+                h.remove()
+        return calls
+
+    def _observe(self, i: int, target, batches, stop_at: int
+                 ) -> AbsHistogram:
+        """Histogram of what ``target``'s activation quantizer sees while
+        step ``i`` runs on ``batches``, each forward stopped before the
+        ``stop_at``-th call of a quantized layer."""
+        hist = AbsHistogram(self.settings.hist_bins)
+        position = [0]
+
+        def hook(layer, inputs):
+            if position[0] == stop_at:
+                raise _StopForward
+            position[0] += 1
+            if layer is target:
+                hist.update(layer.observe(inputs[0]))
+
+        handles = self._step_hooks(i, hook)
+        try:
+            with torch.no_grad():
+                for x in batches:
+                    position[0] = 0
+                    try:
+                        self.objective.steps[i](x)
+                    except _StopForward:
+                        pass
+        finally:
+            for h in handles:
+                h.remove()
+        return self.reduce_hist(hist) if self.reduce_hist else hist
+
+
+class _StopForward(Exception):
+    """Raised by a hook to end a forward whose remaining layers are not
+    needed."""

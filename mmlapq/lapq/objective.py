@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..quant.control import quant_layers
+from ..quant.control import layer_quantizers, quant_layers
 from .calib import CalibrationSet
 
 
@@ -77,11 +77,9 @@ class CalibrationObjective:
                 if name is None:
                     raise ValueError('a quantized layer of the chain is not a '
                                      'submodule of the model')
-                for kind in ('input', 'weight'):
-                    q = getattr(layer, f'{kind}_quantizer')
-                    if q is not None:
-                        self.quantizers[f'{name}.{kind}'] = q
-                        self.quantizer_step[f'{name}.{kind}'] = i
+                for qname, q in layer_quantizers(name, layer).items():
+                    self.quantizers[qname] = q
+                    self.quantizer_step[qname] = i
         if not self.quantizers:
             raise ValueError('the chain has no quantized layer')
         self._cache: 'OrderedDict[int, _Entry]' = OrderedDict()

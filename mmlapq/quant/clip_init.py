@@ -59,13 +59,15 @@ def search_lp_clip(values: torch.Tensor, counts: Optional[torch.Tensor],
         nonzero = counts > 0
         upper = torch.where(nonzero, values, torch.zeros_like(values)).max(1).values
     upper = upper.clamp_min(1e-12).to(values.dtype)
-    frac = torch.arange(1, _COARSE + 1, dtype=values.dtype) / _COARSE
+    frac = torch.arange(1, _COARSE + 1, dtype=values.dtype,
+                        device=values.device) / _COARSE
     coarse = frac[:, None] * upper[None, :]  # [G, C]
     best = lp_errors(values, counts, grid, coarse, p).argmin(0)  # [C]
     lo = coarse.gather(0, (best - 1).clamp_min(0)[None])[0]
     lo = torch.where(best == 0, upper / (4 * _COARSE), lo)
     hi = coarse.gather(0, (best + 1).clamp_max(_COARSE - 1)[None])[0]
-    t = torch.linspace(0, 1, _FINE, dtype=values.dtype)[:, None]
+    t = torch.linspace(0, 1, _FINE, dtype=values.dtype,
+                       device=values.device)[:, None]
     fine = lo[None] + t * (hi - lo)[None]
     idx = lp_errors(values, counts, grid, fine, p).argmin(0)
     return fine.gather(0, idx[None])[0]
@@ -160,6 +162,9 @@ class WeightClipper:
         if not per_channel and w.numel() > EXACT_SEARCH_MAX_NUMEL:
             self.hist = AbsHistogram.of(w, WEIGHT_HIST_BINS)
 
+    def _scalar(self, clip: float) -> torch.Tensor:
+        return torch.tensor(clip, device=self.absw.device)
+
     def _out(self, clips: torch.Tensor) -> torch.Tensor:
         clips = clips.float().clamp_min(1e-12)
         return clips if self.per_channel else clips[0]
@@ -172,7 +177,7 @@ class WeightClipper:
             return self._out(absw.max(1).values)
         if method == 'lp':
             if self.hist is not None:
-                return torch.tensor(lp_clip_histogram(self.hist, grid, p))
+                return self._scalar(lp_clip_histogram(self.hist, grid, p))
             return self._out(search_lp_clip(absw, None, grid, p))
         if method == 'aciq':
             mean_abs = absw.double().mean(1)
@@ -181,7 +186,7 @@ class WeightClipper:
             return self._out(torch.minimum(clip, absw.max(1).values.double()))
         if method == 'percentile':
             if self.hist is not None:
-                return torch.tensor(self.hist.quantile(percentile / 100.0))
+                return self._scalar(self.hist.quantile(percentile / 100.0))
             return self._out(_quantile_rows(absw, percentile / 100.0))
         raise ValueError(f'init method {method!r} is unknown: use one of '
                          f'{", ".join(INIT_METHODS)}')

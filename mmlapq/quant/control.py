@@ -16,14 +16,23 @@ def quant_layers(model: nn.Module) -> 'OrderedDict[str, nn.Module]':
 
 
 def quantizers(model: nn.Module) -> 'OrderedDict[str, TensorQuantizer]':
-    """Every tensor quantizer, named ``<layer>.input`` / ``<layer>.weight``,
-    in layer order with a layer's input before its weight."""
+    """Every tensor quantizer, named ``<layer>.input`` / ``<layer>.weight``
+    (``<layer>.output`` for a quantized ReLU), in layer order with a layer's
+    activation before its weight."""
     out = OrderedDict()
     for name, layer in quant_layers(model).items():
-        if layer.input_quantizer is not None:
-            out[f'{name}.input'] = layer.input_quantizer
-        if layer.weight_quantizer is not None:
-            out[f'{name}.weight'] = layer.weight_quantizer
+        out.update(layer_quantizers(name, layer))
+    return out
+
+
+def layer_quantizers(name: str, layer: nn.Module
+                     ) -> 'OrderedDict[str, TensorQuantizer]':
+    """The quantizers of one quantized layer by their full names."""
+    out = OrderedDict()
+    if layer.act_quantizer is not None:
+        out[f'{name}.{layer.act_slot}'] = layer.act_quantizer
+    if layer.weight_quantizer is not None:
+        out[f'{name}.weight'] = layer.weight_quantizer
     return out
 
 

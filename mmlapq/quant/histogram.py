@@ -7,11 +7,32 @@ bin pairs) whenever a later batch goes beyond it, so no value is ever clipped
 away. Powers of two make the bins independent of the order of the batches:
 histograms of parts of the data (one per process) merge into exactly the
 histogram of the whole.
+
+Counts are int64 on every device: ``torch.histc`` returns float32 counts,
+which cannot hold odd numbers above 2^24 and, on CUDA, stop growing at 2^24
+per bin (float atomics); one batch of an ImageNet VGG layer input puts far
+more values than that into the zero bin.
 """
 import math
 from typing import Optional
 
 import torch
+
+
+# Values binned at a time: bounds the int64 index tensor (8 bytes a value).
+_BIN_CHUNK = 1 << 24
+
+
+def bin_counts(absx: torch.Tensor, num_bins: int,
+               upper: float) -> torch.Tensor:
+    """Exact int64 counts of ``absx`` (values in [0, upper]) in ``num_bins``
+    equal bins, on the device of ``absx``; ``upper`` falls in the last."""
+    counts = torch.zeros(num_bins, dtype=torch.int64, device=absx.device)
+    scale = num_bins / upper
+    for chunk in absx.split(_BIN_CHUNK):
+        idx = (chunk * scale).long().clamp_(0, num_bins - 1)
+        counts += torch.bincount(idx, minlength=num_bins)
+    return counts
 
 
 class AbsHistogram:
@@ -21,7 +42,7 @@ class AbsHistogram:
         if num_bins < 2 or num_bins % 2:
             raise ValueError(f'num_bins={num_bins} must be an even number >= 2')
         self.num_bins = num_bins
-        self.counts = torch.zeros(num_bins, dtype=torch.float64)
+        self.counts = torch.zeros(num_bins, dtype=torch.int64)
         self.upper = 0.0
         self.min_value = float('inf')
         self.max_abs = 0.0
@@ -56,8 +77,7 @@ class AbsHistogram:
                 if batch_max > 0 else 2.0**-20
         while batch_max > self.upper:
             self._double_range()
-        counts = torch.histc(absx, bins=self.num_bins, min=0.0, max=self.upper)
-        self.counts += counts.to(torch.float64).cpu()
+        self.counts += bin_counts(absx, self.num_bins, self.upper).cpu()
 
     def _double_range(self) -> None:
         merged = self.counts.view(-1, 2).sum(dim=1)
@@ -97,7 +117,7 @@ class AbsHistogram:
 
     def quantile(self, q: float) -> float:
         """Value below which a fraction ``q`` of |x| lies (bin upper edge)."""
-        cdf = torch.cumsum(self.counts, 0) / self.counts.sum()
+        cdf = torch.cumsum(self.counts, 0).double() / float(self.counts.sum())
         idx = int(torch.searchsorted(cdf, torch.tensor(q, dtype=cdf.dtype)))
         idx = min(idx, self.num_bins - 1)
         return min((idx + 1) * self.upper / self.num_bins, self.max_abs)

@@ -94,6 +94,19 @@ class QuantLayerMixin:
 
     weight_quantizer: Optional[TensorQuantizer]
     input_quantizer: Optional[TensorQuantizer]
+    # The activation quantizer sits on the layer's input; its clip is named
+    # ``<layer>.input``.
+    act_slot = 'input'
+
+    @property
+    def act_quantizer(self) -> Optional[TensorQuantizer]:
+        return self.input_quantizer
+
+    @staticmethod
+    def observe(x: torch.Tensor) -> torch.Tensor:
+        """The tensor the activation quantizer sees, given the layer's
+        input (what clip initialisers gather statistics on)."""
+        return x
 
     @classmethod
     def from_float(cls, layer: nn.Module, w_grid: Optional[Grid],
@@ -213,4 +226,48 @@ class QuantLinear(QuantLayerMixin, nn.Linear):
         return f'{super().extra_repr()}, {self.quant_repr()}'
 
 
-QUANT_LAYER_TYPES = (QuantConv2d, QuantLinear)
+class QuantAct(nn.Module):
+    """A ReLU or ReLU6 module whose output is fake-quantized: how the LAPQ
+    reference quantizes activations (``preset='reference'``).
+
+    Its clip is named ``<module>.output``. A module called several times
+    (mmcls's ResNet blocks reuse one ReLU) shares one quantizer, as in the
+    reference.
+    """
+
+    act_slot = 'output'
+    weight_quantizer = None
+
+    def __init__(self, act: nn.Module, a_grid: Grid):
+        super().__init__()
+        if not isinstance(act, ACT_TYPES):
+            raise TypeError(f'QuantAct wraps ReLU or ReLU6, not '
+                            f'{type(act).__name__}')
+        self.act = act
+        self.output_quantizer = TensorQuantizer(a_grid)
+        self.quant_enabled = True
+
+    @property
+    def act_quantizer(self) -> TensorQuantizer:
+        return self.output_quantizer
+
+    def observe(self, x: torch.Tensor) -> torch.Tensor:
+        # Functional, so an in-place ReLU does not modify the input the
+        # module itself is about to receive.
+        if isinstance(self.act, nn.ReLU6):
+            return F.relu6(x)
+        return F.relu(x)
+
+    def state_key(self) -> tuple:
+        return (self.quant_enabled, self.output_quantizer.version)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act(x)
+        return self.output_quantizer(y) if self.quant_enabled else y
+
+    def extra_repr(self) -> str:
+        return f'a={self.output_quantizer.extra_repr()} (output)'
+
+
+ACT_TYPES = (nn.ReLU, nn.ReLU6)
+QUANT_LAYER_TYPES = (QuantConv2d, QuantLinear, QuantAct)

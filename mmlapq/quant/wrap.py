@@ -3,6 +3,12 @@
 Selection (in this order): layer type, include / exclude name patterns
 (fnmatch on module names such as ``backbone.features.0.conv``), the
 first/last-layer policy, then per-layer overrides, which win over the rest.
+
+Activations are quantized where ``act_quant`` says: at the inputs of the
+quantized Conv2d/Linear layers (this project's default, what integer
+kernels consume), or at the outputs of the ReLU/ReLU6 modules (the LAPQ
+reference's choice; the first/last policy then applies to the ReLUs on their
+own, as the reference slices its ReLU list [1:-1]).
 """
 import fnmatch
 from dataclasses import asdict, dataclass, field
@@ -12,9 +18,11 @@ import torch.nn as nn
 
 from .bn_fold import fold_batch_norms
 from .grids import Grid, check_bits
-from .qmodules import QUANT_LAYER_TYPES, QuantConv2d, QuantLinear
+from .qmodules import (ACT_TYPES, QUANT_LAYER_TYPES, QuantAct, QuantConv2d,
+                       QuantLinear)
 
 FLOAT_TYPES = {'Conv2d': nn.Conv2d, 'Linear': nn.Linear}
+ACT_QUANT_PLACES = ('layer_inputs', 'relu_outputs')
 FIRST_LAST_POLICIES = ('8bit', 'fp', 'same')
 BIAS_CORRECTIONS = ('none', 'mean', 'empirical')
 WEIGHT_GRIDS = ('signed', 'midrise')
@@ -44,16 +52,23 @@ class QuantSettings:
         default_factory=dict)
     fold_bn: bool = True
     bias_correction: str = 'none'
+    # 'layer_inputs' | 'relu_outputs' (see the module doc)
+    act_quant: str = 'layer_inputs'
     preset: Optional[str] = None
 
     def __post_init__(self):
+        for key in ('w_per_channel', 'fold_bn'):
+            check_type(key, getattr(self, key), bool)
         if self.preset is not None:
             if self.preset not in PRESETS:
                 raise ValueError(f'preset {self.preset!r} is unknown: use '
                                  f'one of {", ".join(PRESETS)} or None')
-            # The reference code quantizes Conv2d only (Linear stays FP) and
-            # skips the first and the last conv; BN is not folded.
+            # The reference code (lapq/layer_scale_optimization_opt.py)
+            # quantizes the weights of every Conv2d and the outputs of every
+            # ReLU except the first and the last of each list (slice
+            # [1:-1]); Linear layers stay FP and BN is not folded.
             self.layer_types, self.first_last = ('Conv2d', ), 'fp'
+            self.act_quant, self.fold_bn = 'relu_outputs', False
         check_bits(self.w_bits, 'w_bits')
         check_bits(self.a_bits, 'a_bits')
         self.layer_types = tuple(self.layer_types)
@@ -62,6 +77,7 @@ class QuantSettings:
         _check_choice('first_last', self.first_last, FIRST_LAST_POLICIES)
         _check_choice('bias_correction', self.bias_correction,
                       BIAS_CORRECTIONS)
+        _check_choice('act_quant', self.act_quant, ACT_QUANT_PLACES)
         if self.a_signed not in ('auto', True, False):
             raise ValueError(f"a_signed={self.a_signed!r}: use 'auto', True "
                              'or False')
@@ -88,6 +104,19 @@ class LayerPlan:
     type: str
     w_bits: Optional[int]
     a_bits: Optional[int]
+
+
+def check_type(key: str, value, kind: type) -> None:
+    """A clear error for a setting of the wrong type (``--cfg-options``
+    gives strings for anything it cannot parse)."""
+    if kind in (int, float) and isinstance(value, bool):
+        ok = False
+    elif kind is float:
+        ok = isinstance(value, (int, float))
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        raise ValueError(f'{key}={value!r} must be of type {kind.__name__}')
 
 
 def _check_choice(key: str, value, choices) -> None:
@@ -124,9 +153,16 @@ def plan_layers(model: nn.Module, settings: QuantSettings) -> List[LayerPlan]:
     pattern matches no candidate layer, or when nothing would be quantized.
     """
     types = tuple(FLOAT_TYPES[t] for t in settings.layer_types)
-    candidates = [(n, m) for n, m in model.named_modules()
-                  if isinstance(m, types + QUANT_LAYER_TYPES)]
-    names = [n for n, _ in candidates]
+    weighted = [(n, m) for n, m in model.named_modules()
+                if isinstance(m, types + (QuantConv2d, QuantLinear))]
+    acts = []
+    if settings.act_quant == 'relu_outputs':
+        inside = {id(m.act) for _, m in model.named_modules()
+                  if isinstance(m, QuantAct)}
+        acts = [(n, m) for n, m in model.named_modules()
+                if isinstance(m, (QuantAct, ) + ACT_TYPES)
+                and id(m) not in inside]
+    names = [n for n, _ in weighted + acts]
     patterns = list(settings.include) + list(settings.exclude) + list(
         settings.overrides)
     for pattern in patterns:
@@ -136,24 +172,48 @@ def plan_layers(model: nn.Module, settings: QuantSettings) -> List[LayerPlan]:
                 f'layer pattern {pattern!r} matches no '
                 f'{"/".join(settings.layer_types)} layer; layer names look '
                 f'like: {shown or "(none)"}')
-    selected = [(n, m) for n, m in candidates
-                if _matches(n, settings.include)
-                and not _matches(n, settings.exclude)]
-    plans = [LayerPlan(n, type(m).__name__.replace('Quant', ''),
-                       settings.w_bits, settings.a_bits) for n, m in selected]
-    if plans and settings.first_last != 'same':
-        edge_bits = 8 if settings.first_last == '8bit' else None
-        for plan in {id(p): p for p in (plans[0], plans[-1])}.values():
-            plan.w_bits = plan.a_bits = edge_bits
+    at_relus = settings.act_quant == 'relu_outputs'
+    a_bits = None if at_relus else settings.a_bits
+    groups = [_plan_group(weighted, settings, settings.w_bits, a_bits),
+              _plan_group(acts, settings, None, settings.a_bits)]
+    order = {n: i for i, (n, _) in enumerate(model.named_modules())}
+    plans = sorted((p for group in groups for p in group),
+                   key=lambda p: order[p.name])
     for plan in plans:
         for pattern, value in settings.overrides.items():
             if fnmatch.fnmatchcase(plan.name, pattern):
                 for key, bits in _normalise_override(pattern, value).items():
                     setattr(plan, key, bits)
+        if plan.type in ACT_NAMES:
+            plan.w_bits = None  # an activation module has no weight
+        elif at_relus:
+            plan.a_bits = None  # activations are quantized at the ReLUs
     plans = [p for p in plans if p.w_bits is not None or p.a_bits is not None]
     if not plans:
         raise ValueError('no layer is selected for quantization: check '
                          'layer_types, include/exclude and overrides')
+    return plans
+
+
+ACT_NAMES = tuple(t.__name__ for t in ACT_TYPES)
+
+
+def _plan_group(candidates, settings: QuantSettings, w_bits, a_bits
+                ) -> List[LayerPlan]:
+    """Plans of one list of candidates (weighted layers, or activation
+    modules): include/exclude, then the first/last policy on the list."""
+    selected = [(n, m) for n, m in candidates
+                if _matches(n, settings.include)
+                and not _matches(n, settings.exclude)]
+    plans = [LayerPlan(n, type(getattr(m, 'act', m)).__name__.replace(
+        'Quant', ''), w_bits, a_bits) for n, m in selected]
+    if plans and settings.first_last != 'same':
+        edge_bits = 8 if settings.first_last == '8bit' else None
+        for plan in {id(p): p for p in (plans[0], plans[-1])}.values():
+            plan.w_bits = plan.a_bits = None if edge_bits is None else (
+                edge_bits if plan.w_bits is not None else None,
+                edge_bits)[0]
+            plan.a_bits = edge_bits
     return plans
 
 
@@ -178,6 +238,10 @@ def quantize_model(model: nn.Module, settings: QuantSettings
         if isinstance(layer, QUANT_LAYER_TYPES):
             raise ValueError(f'layer {plan.name} is already quantized: build '
                              'a fresh float model before quantize_model()')
+        if isinstance(layer, ACT_TYPES):
+            _set_submodule(model, plan.name,
+                           QuantAct(layer, Grid(plan.a_bits, a_kind)))
+            continue
         qtype = QuantConv2d if isinstance(layer, nn.Conv2d) else QuantLinear
         qlayer = qtype.from_float(
             layer,

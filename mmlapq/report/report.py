@@ -36,6 +36,8 @@ def layer_rows(plans, clips: Dict[str, torch.Tensor],
     rows = []
     for plan in plans:
         w, a = f'{plan.name}.weight', f'{plan.name}.input'
+        if a not in clips:  # a quantized ReLU: its output
+            a = f'{plan.name}.output'
         rows.append(dict(name=plan.name, type=plan.type, w_bits=plan.w_bits,
                          a_bits=plan.a_bits, w_clip=_clip_value(clips.get(w)),
                          a_clip=_clip_value(clips.get(a)),
