@@ -94,3 +94,24 @@ def test_weight_clipper_per_channel_and_large_tensor():
     assert clipper.hist is not None
     assert float(clipper.clip(Grid(4), 'lp', 3.0)) == pytest.approx(
         float(lp_clip_tensor(big, Grid(4), 3.0)), rel=0.01)
+
+
+def test_histogram_counts_are_exact_beyond_2_pow_24_in_one_bin():
+    """float32 counts (torch.histc) cannot hold 2^24 + 1; CUDA's float
+    atomics stop at 2^24. The zero bin of a ReLU output gets that many."""
+    n = (1 << 24) + 3
+    x = torch.zeros(n)
+    x[:2] = 1.0  # the range is [0, 1]
+    hist = AbsHistogram.of(x, num_bins=8)
+    assert hist.counts.dtype == torch.int64
+    assert int(hist.counts[0]) == n - 2 and int(hist.counts[-1]) == 2
+    hist.update(torch.zeros(5))
+    assert int(hist.counts.sum()) == n + 5 == hist.count
+    assert hist.quantile(0.5) == pytest.approx(1 / 8)  # first bin's edge
+
+
+def test_histogram_bins_match_histc_where_histc_is_exact():
+    x = torch.rand(10000) * 3
+    hist = AbsHistogram.of(x, num_bins=64)
+    ref = torch.histc(x, bins=64, min=0, max=hist.upper)
+    assert torch.equal(hist.counts, ref.long())

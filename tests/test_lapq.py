@@ -8,7 +8,7 @@ from mmlapq.lapq import (CalibrationObjective, CalibrationSet, ClipInitializer,
                          FullForward, InitSettings, NonFiniteLossError,
                          SearchSettings, chain_of_sequential, fit_p,
                          joint_search, run_lapq)
-from mmlapq.quant import QuantSettings, quantize_model
+from mmlapq.quant import QuantSettings, quantization_disabled, quantize_model
 
 
 def quantized_toy(bits=4, seed=0):
@@ -152,3 +152,67 @@ def test_independent_init_and_signed_inputs():
     assert first_input.grid.kind == 'signed'  # raw inputs go negative
     assert obj.quantizers['3.input'].grid.kind == 'unsigned'  # after ReLU
     assert all(bool((c > 0).all()) for c in clips.values())
+
+
+@pytest.mark.parametrize('preset', [None, 'reference'])
+def test_sequential_init_is_the_same_on_a_chain_and_as_one_step(preset):
+    """Sequential means the same whether the model is a chain of steps or
+    one full forward: each input measured with the upstream layers
+    quantized."""
+    settings = QuantSettings(w_bits=3, a_bits=3, first_last='same',
+                             preset=preset)
+    x, y = toy_data(128, seed=1)
+    calib = CalibrationSet.from_tensors(x, y, batch_size=64)
+    clips = []
+    for one_step in (False, True):
+        model = trained_toy_chain(0)
+        quantize_model(model, settings)
+        steps = [FullForward(model)] if one_step else \
+            chain_of_sequential(model)
+        obj = CalibrationObjective(steps, calib, model=model)
+        clips.append(ClipInitializer(obj, InitSettings(p=3.0))())
+    chain, whole = clips
+    assert list(chain) == list(whole)
+    for name in chain:
+        assert torch.equal(chain[name], whole[name]), name
+
+
+class Branchy(torch.nn.Module):
+    """conv0 feeds two branches that are summed: not a chain."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv0 = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.left = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.right = torch.nn.Conv2d(8, 8, 1)
+        self.fc = torch.nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = torch.relu(self.conv0(x))
+        x = torch.relu(self.left(x) + self.right(x))
+        return self.fc(x.mean((2, 3)))
+
+
+def test_sequential_init_on_a_branch_sees_quantized_upstream_layers():
+    from mmlapq.quant import AbsHistogram, activation_clip
+    model = Branchy()
+    quantize_model(model, QuantSettings(w_bits=2, a_bits=2,
+                                        first_last='same'))
+    x, y = toy_data(128, seed=1)
+    obj = CalibrationObjective([FullForward(model)],
+                               CalibrationSet.from_tensors(x, y, 64),
+                               model=model)
+    clips = ClipInitializer(obj, InitSettings(p=2.0))()
+    # By hand: the input of `left` (and `right`) with conv0 quantized.
+    with torch.no_grad():
+        seen = torch.relu(model.conv0(x))
+    expected = activation_clip(AbsHistogram.of(seen, 2048),
+                               model.left.input_quantizer.grid, 'lp', 2.0)
+    assert float(clips['left.input']) == pytest.approx(expected, rel=1e-6)
+    assert float(clips['right.input']) == pytest.approx(expected, rel=1e-6)
+    with torch.no_grad(), quantization_disabled(model):
+        float_seen = torch.relu(model.conv0(x))
+    float_clip = activation_clip(AbsHistogram.of(float_seen, 2048),
+                                 model.left.input_quantizer.grid, 'lp', 2.0)
+    assert abs(float_clip - expected) > 1e-3 * expected  # it matters here

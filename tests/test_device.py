@@ -1,0 +1,66 @@
+"""Device hygiene without a GPU: the pure functions run on tensors on the
+``meta`` device, where torch refuses a CPU operand exactly as CUDA does
+("... is not on the expected device"). A tensor created without
+``device=`` inside any of them fails these tests."""
+import pytest
+import torch
+import torch.nn as nn
+
+from mmlapq.quant import (Grid, QuantConv2d, QuantLinear, WeightClipper,
+                          fold_bn_into_conv, lp_clip_tensor)
+from mmlapq.quant.clip_init import aciq_clip, lp_errors, search_lp_clip
+
+META = torch.device('meta')
+
+
+def meta(*shape):
+    return torch.empty(*shape, device=META)
+
+
+@pytest.mark.parametrize('kind', ['signed', 'midrise', 'unsigned'])
+def test_grid_quantize_on_meta(kind):
+    grid = Grid(4, kind)
+    assert grid.quantize(meta(8, 3), 0.5).device == META
+    assert grid.quantize(meta(8, 3), meta(8, 1)).device == META
+
+
+def test_lp_search_on_meta():
+    grid = Grid(4)
+    values = meta(3, 100)
+    assert lp_errors(values, None, grid, meta(5, 3), 2.5).device == META
+    assert search_lp_clip(values, None, grid, 3.0).shape == (3, )
+    assert search_lp_clip(values, meta(3, 100), grid, 3.0).device == META
+    assert lp_clip_tensor(meta(16, 3, 3, 3), grid, 2.0,
+                          per_channel=True).device == META
+
+
+@pytest.mark.parametrize('method', ['max', 'lp', 'aciq', 'percentile'])
+@pytest.mark.parametrize('per_channel', [True, False])
+def test_weight_clipper_on_meta(method, per_channel):
+    clipper = WeightClipper(meta(8, 4, 3, 3), per_channel=per_channel)
+    clip = clipper.clip(Grid(3), method, p=3.0)
+    assert clip.device == META
+    assert clip.shape == ((8, ) if per_channel else ())
+
+
+def test_aciq_and_bn_folding_on_meta():
+    assert aciq_clip(meta(4), meta(4), Grid(4)).device == META
+    conv = nn.Conv2d(3, 8, 3, bias=False).to(META)
+    bn = nn.BatchNorm2d(8).to(META)
+    fold_bn_into_conv(conv, bn)
+    assert conv.bias.device == META
+
+
+def test_quantized_layers_on_meta():
+    """The weight path (per-channel clips broadcast on the layer's device)
+    and the cached quantized weight. (torch has no meta kernel for the
+    fused per-tensor fake-quantize, so inputs stay float here.)"""
+    conv = QuantConv2d.from_float(nn.Conv2d(3, 8, 3), Grid(4), None,
+                                  per_channel=True)
+    conv.weight_quantizer.set_alpha(torch.full((8, ), 0.3))
+    conv.to(META)
+    assert conv(meta(2, 3, 8, 8)).shape == (2, 8, 6, 6)
+    linear = QuantLinear.from_float(nn.Linear(6, 4), Grid(3, 'midrise'), None)
+    linear.weight_quantizer.set_alpha(0.2)
+    linear.to(META)
+    assert linear(meta(5, 6)).device == META
