@@ -74,27 +74,10 @@ def build_cfg(args) -> Config:
         dist_cfg.setdefault('timeout', 1800)
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
         'work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if osp.exists(cfg.work_dir) and not osp.isdir(cfg.work_dir):
+        raise LAPQError(f'work dir {cfg.work_dir} is an existing file, not a '
+                        'folder: pass another path with --work-dir')
     return cfg
-
-
-def init_cpu_distributed(cfg) -> None:
-    """CPU processes under torchrun: gloo, and DDP without device ids.
-
-    mmengine's own init_dist pins a CUDA device; starting the process group
-    here first makes it skip that."""
-    import datetime
-
-    import torch
-    import torch.distributed as torch_dist
-    if cfg.launcher != 'pytorch' or torch.cuda.is_available() or \
-            torch_dist.is_initialized():
-        return
-    timeout = cfg.env_cfg.dist_cfg.get('timeout', 1800)
-    torch_dist.init_process_group(
-        backend='gloo', timeout=datetime.timedelta(seconds=timeout))
-    cfg.env_cfg.dist_cfg['backend'] = 'gloo'
-    cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel',
-                                 device_ids=None, broadcast_buffers=False)
 
 
 def run(args) -> dict:
@@ -105,46 +88,55 @@ def run(args) -> dict:
     from mmlapq.engine import LAPQError
     from mmlapq.engine.checkpoint import (load_state_dict_strict,
                                           read_state_dict)
+    from mmlapq.engine.data_checks import check_datasets, reading_data
+    from mmlapq.engine.dist import init_distributed, ranks_agree
     from mmlapq.engine.hooks import INFO, unwrap
+    from mmlapq.engine.quantizer import tf32_mode
     from mmlapq.quant import plan_layers
     from mmlapq.registry import MODELS
 
     cfg = build_cfg(args)
     init_default_scope(cfg.get('default_scope', 'mmcls'))
     quantizer = MODELS.build(cfg.quantizer)  # bad settings fail here
+    init_distributed(cfg)
     state, checkpoint = None, None
-    if args.eval_quantized:
-        if not osp.isfile(args.eval_quantized):
-            raise LAPQError(f'quantized checkpoint {args.eval_quantized} does'
-                            ' not exist: pass the lapq_quantized.pth of a run')
-        cfg.lapq_quantized_checkpoint = args.eval_quantized
-    else:
-        checkpoint = args.checkpoint or cfg.get('load_from')
-        if not checkpoint:
-            raise LAPQError('no checkpoint: set load_from in the config or '
-                            'pass --checkpoint PATH')
-        state = read_state_dict(checkpoint)
+    # Files are read on every process: a failure on one stops all of them
+    # with the same line, before the first collective.
+    with ranks_agree():
+        if args.eval_quantized:
+            if not osp.isfile(args.eval_quantized):
+                raise LAPQError(f'quantized checkpoint {args.eval_quantized}'
+                                ' does not exist: pass the '
+                                'lapq_quantized.pth of a run')
+            cfg.lapq_quantized_checkpoint = args.eval_quantized
+        else:
+            checkpoint = args.checkpoint or cfg.get('load_from')
+            if not checkpoint:
+                raise LAPQError('no checkpoint: set load_from in the config '
+                                'or pass --checkpoint PATH')
+            state = read_state_dict(checkpoint)
+        check_datasets(cfg, quantize=not args.eval_quantized)
     cfg.load_from = None  # loaded strictly below, not leniently by mmengine
 
-    init_cpu_distributed(cfg)
     work_dir_existed = osp.isdir(cfg.work_dir)
     runner = Runner.from_cfg(cfg)
     try:
-        if state is not None:
-            load_state_dict_strict(unwrap(runner.model), state, checkpoint)
-            runner.message_hub.update_info(INFO + 'checkpoint', checkpoint)
-        # A layer pattern that matches nothing fails now, not after the FP32
-        # evaluation.
-        try:
-            plan_layers(unwrap(runner.model), quantizer.quant)
-        except ValueError as exc:
-            raise LAPQError(str(exc)) from None
-        try:
+        with ranks_agree():
+            if state is not None:
+                load_state_dict_strict(unwrap(runner.model), state,
+                                       checkpoint)
+                runner.message_hub.update_info(INFO + 'checkpoint',
+                                               checkpoint)
+            # A layer pattern that matches nothing fails now, not after the
+            # FP32 evaluation.
+            try:
+                plan_layers(unwrap(runner.model), quantizer.quant)
+            except ValueError as exc:
+                raise LAPQError(str(exc)) from None
+        # Every stage (FP32 evaluation, search, final test) under the one
+        # TF32 setting of the config.
+        with tf32_mode(quantizer.allow_tf32), reading_data():
             runner.test()
-        except FileNotFoundError as exc:
-            raise LAPQError(f'{exc}: check data_root, ann_file and '
-                            'data_prefix of the datasets in the config') \
-                from None
     except BaseException:
         # Leave nothing half-written: this run's log folder goes, and the
         # work dir too if this run made it.

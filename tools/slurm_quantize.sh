@@ -14,4 +14,4 @@ PYTHONPATH="$(dirname "$0")/..${PYTHONPATH:+:$PYTHONPATH}" \
 srun -p "$PARTITION" --job-name="$JOB_NAME" --gres=gpu:"$GPUS_PER_NODE" \
     --ntasks="$GPUS" --ntasks-per-node="$GPUS_PER_NODE" \
     --cpus-per-task="$CPUS_PER_TASK" --kill-on-bad-exit=1 $SRUN_ARGS \
-    python -u "$(dirname "$0")/quantize.py" "$CONFIG" --launcher slurm "${@:4}"
+    "${PYTHON:-python3}" -u "$(dirname "$0")/quantize.py" "$CONFIG" --launcher slurm "${@:4}"

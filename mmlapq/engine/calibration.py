@@ -6,11 +6,12 @@ training split avoids the reference's leak (it calibrated on the validation
 images it then reported accuracy on). The images are a seeded choice, cut into
 batches; in a distributed run each rank takes every world_size-th batch, so
 every batch holds the same images as in a single process and the summed loss
-is the same.
+is the same (with fewer batches than processes the images are split
+evenly instead, see ``rank_share``).
 """
 import copy
 import logging
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -53,6 +54,26 @@ def choose_indices(dataset_len: int, num_images: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(dataset_len, num_images, replace=False))
 
 
+def rank_share(indices: np.ndarray, batch_size: int, rank: int,
+               world_size: int) -> List[int]:
+    """The images of ``rank``: every world_size-th batch of the seeded
+    choice, so each batch holds the images it holds in one process. With
+    fewer batches than processes, the images are split into world_size
+    nearly equal parts instead (smaller batches; the summed loss is the
+    same), so every process gets a share whenever there are at least as
+    many images as processes."""
+    if len(indices) < world_size:
+        raise LAPQError(f'{len(indices)} calibration images cannot be shared '
+                        f'by {world_size} processes: use at least '
+                        f'{world_size} images (--calib-images) or fewer '
+                        'processes')
+    batches = [indices[i:i + batch_size]
+               for i in range(0, len(indices), batch_size)]
+    if len(batches) < world_size:
+        return [int(i) for i in np.array_split(indices, world_size)[rank]]
+    return [int(i) for b in batches[rank::world_size] for i in b]
+
+
 def build_calibration_set(cfg, model: torch.nn.Module, num_images: int,
                           seed: int, batch_size: int,
                           logger: Optional[logging.Logger] = None,
@@ -61,32 +82,18 @@ def build_calibration_set(cfg, model: torch.nn.Module, num_images: int,
     """Preprocessed calibration tensors on the model's device, and a record
     of where they came from."""
     from mmengine.dataset import pseudo_collate
-    from mmengine.registry import DATASETS
+
+    from .data_checks import build_dataset, reading_data
     dataset_cfg, loader_kwargs, source = calibration_dataset_cfg(cfg)
-    try:
-        dataset = DATASETS.build(dataset_cfg)
-    except (FileNotFoundError, RuntimeError, AssertionError) as exc:
-        raise LAPQError(f'cannot build the calibration dataset '
-                        f'({str(exc).splitlines()[0]}): check data_root and '
-                        'ann_file of the dataset in the config') from None
-    if len(dataset) == 0:
-        raise LAPQError(f'the calibration dataset ({source}) has no images: '
-                        'check data_root and ann_file in the config')
+    dataset = build_dataset(dataset_cfg, 'calibration')
     indices = choose_indices(len(dataset), num_images, seed)
-    batches = [indices[i:i + batch_size]
-               for i in range(0, len(indices), batch_size)]
-    mine = [int(i) for b in batches[rank::world_size] for i in b]
-    if not mine:
-        raise LAPQError(f'{num_images} calibration images make '
-                        f'{len(batches)} batches, fewer than the '
-                        f'{world_size} processes: use more images or a '
-                        'smaller quantizer.calib.batch_size')
+    mine = rank_share(indices, batch_size, rank, world_size)
     loader = DataLoader(Subset(dataset, mine), batch_size=batch_size,
                         shuffle=False, collate_fn=pseudo_collate,
                         num_workers=min(loader_kwargs['num_workers'], 4))
     inputs, labels = [], []
     preprocessor = model.data_preprocessor
-    with torch.no_grad():
+    with torch.no_grad(), reading_data():
         for batch in loader:
             data = preprocessor(batch, False)
             inputs.append(data['inputs'])

@@ -21,7 +21,9 @@ from ..quant import get_clips, quant_layers, set_clips
 from ..registry import HOOKS, MODELS
 from .calibration import build_calibration_set
 from .checkpoint import QUANTIZED_CHECKPOINT, atomic_save
-from .dist import reduce_histogram, reduce_loss_sum, reduce_tensor_sum
+from .data_checks import reading_data
+from .dist import (ranks_agree, reduce_histogram, reduce_loss_sum,
+                   reduce_tensor_sum)
 from .quantizer import apply_quantized_state, quantized_state
 
 INFO = 'lapq/'
@@ -54,7 +56,9 @@ def evaluate(runner, what: str) -> dict:
     model.eval()
     n = len(loop.dataloader)
     t0 = time.perf_counter()
-    with torch.no_grad():
+    # A rank that cannot read an image stops every rank before the
+    # evaluator gathers the results.
+    with torch.no_grad(), ranks_agree(), reading_data():
         for i, batch in enumerate(loop.dataloader):
             outputs = model.test_step(batch)
             loop.evaluator.process(data_samples=outputs, data_batch=batch)
@@ -104,10 +108,11 @@ class CalibrationHook(Hook):
         if runner.cfg.get('lapq_quantized_checkpoint'):
             return
         calib_cfg = get_quantizer(runner).calib
-        calib, record = build_calibration_set(
-            runner.cfg, unwrap(runner.model), calib_cfg['num_images'],
-            calib_cfg['seed'], calib_cfg['batch_size'], runner.logger,
-            rank=dist.get_rank(), world_size=dist.get_world_size())
+        with ranks_agree():
+            calib, record = build_calibration_set(
+                runner.cfg, unwrap(runner.model), calib_cfg['num_images'],
+                calib_cfg['seed'], calib_cfg['batch_size'], runner.logger,
+                rank=dist.get_rank(), world_size=dist.get_world_size())
         runner.message_hub.update_info(INFO + 'calib', calib)
         runner.message_hub.update_info(INFO + 'calib_record', record)
 

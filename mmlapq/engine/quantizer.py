@@ -17,6 +17,7 @@ import torch.nn as nn
 
 from ..lapq import (CalibrationObjective, CalibrationSet, InitSettings,
                     LapqResult, SearchSettings, run_lapq)
+from ..quant.grids import check_type
 from ..quant import (Grid, LayerPlan, QuantSettings, quant_layers,
                      quantize_model, quantizers)
 from ..registry import MODELS
@@ -36,21 +37,26 @@ def to_builtin(obj):
     return obj
 
 
+def tf32_flags() -> dict:
+    """The TF32 switches in force (they go into the report)."""
+    return dict(cuda_matmul=torch.backends.cuda.matmul.allow_tf32,
+                cudnn=torch.backends.cudnn.allow_tf32)
+
+
 @contextmanager
-def tf32_disabled(disable: bool = True):
-    """Powell is sensitive to loss noise: full fp32 matmuls while searching."""
-    if not disable or not torch.cuda.is_available():
-        yield
-        return
-    old = (torch.backends.cuda.matmul.allow_tf32,
-           torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+def tf32_mode(allow: bool):
+    """Set both TF32 switches to ``allow`` inside the block (no-ops on a
+    CPU). Every stage of a run goes through it, so the reported FP32 and
+    quantized top-1 and the search use the same arithmetic; off by default,
+    since Powell is sensitive to noise in the loss."""
+    old = tf32_flags()
+    torch.backends.cuda.matmul.allow_tf32 = bool(allow)
+    torch.backends.cudnn.allow_tf32 = bool(allow)
     try:
         yield
     finally:
-        (torch.backends.cuda.matmul.allow_tf32,
-         torch.backends.cudnn.allow_tf32) = old
+        torch.backends.cuda.matmul.allow_tf32 = old['cuda_matmul']
+        torch.backends.cudnn.allow_tf32 = old['cudnn']
 
 
 @MODELS.register_module()
@@ -64,8 +70,9 @@ class LAPQQuantizer:
         search (dict): :class:`mmlapq.lapq.SearchSettings` fields.
         calib (dict): num_images, seed, batch_size of the calibration set.
         cache_bytes (int): memory for the objective's cached activations.
-        allow_tf32 (bool): allow TF32 on GPUs during the search (noisier
-            loss; off by default).
+        allow_tf32 (bool): allow TF32 on GPUs in every stage: FP32
+            evaluation, search and final test (noisier loss; off by
+            default).
         channels_last (bool): run convolutions in channels-last memory
             format (same results up to float rounding; on these CPUs a VGG
             forward is 1.85x faster, and GPUs' tensor cores want it too).
@@ -91,6 +98,14 @@ class LAPQQuantizer:
         if unknown:
             raise LAPQError(f'quantizer.calib has unknown keys {sorted(unknown)}'
                             f': use {sorted(CALIB_DEFAULTS)}')
+        try:
+            for key in CALIB_DEFAULTS:
+                check_type(f'quantizer.calib.{key}', self.calib[key], int)
+            check_type('quantizer.cache_bytes', cache_bytes, int)
+            check_type('quantizer.allow_tf32', allow_tf32, bool)
+            check_type('quantizer.channels_last', channels_last, bool)
+        except ValueError as exc:
+            raise LAPQError(str(exc)) from None
         if self.calib['batch_size'] < 1:
             raise LAPQError('quantizer.calib.batch_size must be >= 1')
         self.cache_bytes = int(cache_bytes)
@@ -165,7 +180,7 @@ class LAPQQuantizer:
                                          cache_bytes=self.cache_bytes,
                                          reduce_fn=reduce_fn)
         try:
-            with tf32_disabled(not self.allow_tf32):
+            with tf32_mode(self.allow_tf32):
                 result = run_lapq(objective, self.init, self.search,
                                   self.quant.bias_correction,
                                   auto_sign=self.quant.a_signed == 'auto',

@@ -5,6 +5,7 @@ import os.path as osp
 from ..quant import quantizers
 from ..report import (collect_env, layer_rows, plot_run, summary_table,
                       write_json, write_markdown)
+from .quantizer import tf32_flags
 from .hooks import (INFO, get_quantizer, metrics_top,
                     save_quantized_checkpoint, unwrap)
 
@@ -36,7 +37,7 @@ def build_report(runner, metrics: dict) -> dict:
         layers=layer_rows(plans, result.clips, result.init_clips, grids),
         seconds=result.seconds,
         metrics=dict(metrics or {}),
-        env=collect_env(device))
+        env=dict(collect_env(device), tf32=tf32_flags()))
 
 
 def write_run_outputs(runner, report: dict, save_checkpoint: bool = True,

@@ -22,7 +22,7 @@ import torch
 
 from ..quant.clip_init import WeightClipper, activation_clip
 from ..quant.control import quantization_disabled
-from ..quant.grids import Grid
+from ..quant.grids import Grid, check_type
 from ..quant.histogram import AbsHistogram
 from .objective import CalibrationObjective
 
@@ -41,6 +41,15 @@ class InitSettings:
 
     def __post_init__(self):
         from ..quant.clip_init import ACIQ_DISTRIBUTIONS, INIT_METHODS
+        if self.p is not None:
+            check_type('init.p', self.p, float)
+        check_type('init.percentile', self.percentile, float)
+        check_type('init.hist_bins', self.hist_bins, int)
+        if isinstance(self.p_grid, (str, bytes)) or not all(
+                isinstance(p, (int, float)) and not isinstance(p, bool)
+                for p in self.p_grid):
+            raise ValueError(f'init.p_grid={self.p_grid!r} must be a list '
+                             'of numbers, e.g. [2.0, 3.0, 4.0]')
         if self.method not in INIT_METHODS:
             raise ValueError(f'init method {self.method!r} is unknown: use '
                              f'one of {", ".join(INIT_METHODS)}')

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from scipy import optimize
 
+from ..quant.grids import check_type
 from .objective import CalibrationObjective
 
 SEARCH_METHODS = ('powell', 'coordinate', 'none')
@@ -31,6 +32,11 @@ class SearchSettings:
     log_interval: float = 5.0   # seconds between progress lines
 
     def __post_init__(self):
+        check_type('search.maxiter', self.maxiter, int)
+        if self.max_evals is not None:
+            check_type('search.max_evals', self.max_evals, int)
+        for key in ('xtol', 'ftol', 'log_interval'):
+            check_type(f'search.{key}', getattr(self, key), float)
         if self.method not in SEARCH_METHODS:
             raise ValueError(f'search method {self.method!r} is unknown: use '
                              f'one of {", ".join(SEARCH_METHODS)}')

@@ -30,6 +30,21 @@ def check_bits(bits: object, what: str = 'bits') -> int:
     return bits
 
 
+def check_type(key: str, value, kind: type) -> None:
+    """A clear error for a setting of the wrong type (``--cfg-options``
+    gives strings for anything it cannot parse)."""
+    if kind in (int, float) and isinstance(value, bool):
+        ok = False
+    elif kind is float:
+        ok = isinstance(value, (int, float))
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        example = {int: '64', float: '2.5', bool: 'True'}.get(kind, '...')
+        raise ValueError(f'{key}={value!r} must be of type {kind.__name__}: '
+                         f'set it like {key.split(".")[-1]}={example}')
+
+
 @dataclass(frozen=True)
 class Grid:
     """A uniform grid of ``bits`` bits of one ``kind`` (see module doc)."""

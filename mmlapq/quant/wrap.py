@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import torch.nn as nn
 
 from .bn_fold import fold_batch_norms
-from .grids import Grid, check_bits
+from .grids import Grid, check_bits, check_type
 from .qmodules import (ACT_TYPES, QUANT_LAYER_TYPES, QuantAct, QuantConv2d,
                        QuantLinear)
 
@@ -104,19 +104,6 @@ class LayerPlan:
     type: str
     w_bits: Optional[int]
     a_bits: Optional[int]
-
-
-def check_type(key: str, value, kind: type) -> None:
-    """A clear error for a setting of the wrong type (``--cfg-options``
-    gives strings for anything it cannot parse)."""
-    if kind in (int, float) and isinstance(value, bool):
-        ok = False
-    elif kind is float:
-        ok = isinstance(value, (int, float))
-    else:
-        ok = isinstance(value, kind)
-    if not ok:
-        raise ValueError(f'{key}={value!r} must be of type {kind.__name__}')
 
 
 def _check_choice(key: str, value, choices) -> None:

@@ -1,0 +1,115 @@
+"""Bad data, found before it costs a run: one-line errors that name the file
+or folder and the fix, instead of tracebacks from deep inside a loader.
+
+- :func:`check_datasets` builds the test and calibration datasets up front:
+  an annotation file that lists no image, a missing folder, or a label the
+  model cannot predict stops the run before anything is evaluated.
+- :func:`reading_data` turns the errors of reading one image (truncated or
+  not an image, a folder, unreadable) into an LAPQError naming the file.
+"""
+import copy
+import re
+from contextlib import contextmanager
+from typing import Optional
+
+import numpy as np
+
+from .errors import LAPQError
+
+_FAILED_TO_LOAD = re.compile(r'failed to load image: (.+)')
+# An OSError re-raised from a DataLoader worker keeps only its message.
+_OS_ERROR = re.compile(r"\[Errno \d+\] ([^:\n]+): '([^'\n]+)'")
+
+
+def image_error(exc: BaseException) -> Optional[LAPQError]:
+    """The one-line error for a failure to read an image, or None when
+    ``exc`` is something else."""
+    match = _FAILED_TO_LOAD.search(str(exc))
+    if isinstance(exc, AssertionError) and match:
+        return LAPQError(f'cannot decode image {match.group(1).strip()}: it '
+                         'is truncated or not an image; replace it, or '
+                         'remove its line from the annotation file')
+    if not isinstance(exc, OSError):
+        return None
+    filename, reason = getattr(exc, 'filename', None), exc.strerror
+    if not filename:
+        found = _OS_ERROR.search(str(exc))
+        if not found:
+            return None
+        reason, filename = found.groups()
+    return LAPQError(f'cannot read {filename} ({reason or type(exc).__name__}'
+                     '): check the file, or remove its line from the '
+                     'annotation file')
+
+
+@contextmanager
+def reading_data():
+    """Inside the block, an image that cannot be read is an LAPQError."""
+    try:
+        yield
+    except (AssertionError, OSError) as exc:
+        error = image_error(exc)
+        if error is None:
+            raise
+        raise error from None
+
+
+def _describe(dataset_cfg: dict) -> str:
+    keys = ('data_root', 'ann_file', 'data_prefix')
+    parts = [f'{k}={dataset_cfg[k]!r}' for k in keys if dataset_cfg.get(k)]
+    return ', '.join(parts) or repr(dataset_cfg.get('type'))
+
+
+def build_dataset(dataset_cfg: dict, what: str):
+    """Build one dataset of the config; any failure, or no image, is an
+    LAPQError that names its data_root / ann_file."""
+    from mmengine.registry import DATASETS
+    where = _describe(dataset_cfg)
+    try:
+        dataset = DATASETS.build(copy.deepcopy(dataset_cfg))
+    except Exception as exc:  # noqa: BLE001 - each becomes one line
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if 'need at least one array to concatenate' in first:
+            raise LAPQError(f'the {what} dataset ({where}) lists no images: '
+                            'check its annotation file') from None
+        raise LAPQError(f'cannot build the {what} dataset ({where}): {first}'
+                        '; check data_root, ann_file and data_prefix in the '
+                        'config') from None
+    if len(dataset) == 0:
+        raise LAPQError(f'the {what} dataset ({where}) has no images: check '
+                        'data_root and ann_file in the config')
+    return dataset
+
+
+def check_labels(dataset, num_classes: Optional[int], what: str,
+                 dataset_cfg: dict) -> None:
+    """Every label must be a class the model can predict."""
+    if num_classes is None or not hasattr(dataset, 'get_gt_labels'):
+        return
+    labels = np.asarray(dataset.get_gt_labels()).reshape(-1)
+    bad = labels[(labels < 0) | (labels >= num_classes)]
+    if bad.size:
+        raise LAPQError(f'the {what} dataset ({_describe(dataset_cfg)}) has '
+                        f'label {int(bad[0])}, outside the model\'s '
+                        f'{num_classes} classes 0..{num_classes - 1}: fix '
+                        'the annotation file or the model\'s num_classes')
+
+
+def model_num_classes(cfg) -> Optional[int]:
+    head = cfg.get('model', {}).get('head') or {}
+    num = head.get('num_classes')
+    return int(num) if isinstance(num, int) and num > 0 else None
+
+
+def check_datasets(cfg, quantize: bool = True) -> None:
+    """Build the test dataset (and the calibration one when quantizing) as
+    the run will, and check them: images listed, labels in range."""
+    from .calibration import calibration_dataset_cfg
+    num_classes = model_num_classes(cfg)
+    test_cfg = cfg.test_dataloader['dataset']
+    check_labels(build_dataset(test_cfg, 'test'), num_classes, 'test',
+                 test_cfg)
+    if quantize:
+        calib_cfg, _, _ = calibration_dataset_cfg(cfg)
+        check_labels(build_dataset(calib_cfg, 'calibration'), num_classes,
+                     'calibration', calib_cfg)
