@@ -1,4 +1,5 @@
 """Distributed calibration: two CPU processes (gloo) against one."""
+import datetime
 import json
 import os
 import os.path as osp
@@ -6,18 +7,14 @@ import socket
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(REPO, 'configs', 'lapq', 'vgg11bn_fmnist_w4a4.py')
-FMNIST = osp.join(REPO, 'data', 'fashion_mnist', 't10k-images-idx3-ubyte')
 SMALL = ['test_dataloader.dataset.indices=200', 'test_dataloader.batch_size=50',
-         'quantizer.calib.batch_size=16', 'quantizer.init.p_grid=[2.0,3.0,4.0]',
+         'quantizer.calib.batch_size=64', 'quantizer.init.p_grid=[2.0,3.0,4.0]',
          'quantizer.search.maxiter=1', 'quantizer.bias_correction=empirical']
-
-pytestmark = pytest.mark.skipif(
-    not osp.isfile(FMNIST), reason='run tools/setup.sh (Fashion-MNIST data)')
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -32,7 +29,9 @@ def run(cmd, env=None):
     return proc
 
 
-def test_two_processes_match_one(tmp_path):
+def test_two_processes_match_one(tmp_path, fmnist_data):
+    """64 calibration images in batches of 64: one batch for two processes,
+    so the images are split 32 + 32 (it used to stop rank 1)."""
     # The trained checkpoint, not a random one: a random model's loss is
     # flat in the clips (about ln 10 everywhere), so the fit of p* and the
     # search would amplify rounding noise instead of following the loss.
@@ -44,8 +43,11 @@ def test_two_processes_match_one(tmp_path):
     single_thread = dict(OMP_NUM_THREADS='1')
     run([sys.executable, 'tools/quantize.py', CONFIG, '--work-dir', one,
          *common], env=single_thread)
+    # PYTHON: the interpreter running the tests (a virtualenv's, say), not
+    # whatever python is first on PATH.
     run(['bash', 'tools/dist_quantize.sh', CONFIG, '2', '--work-dir', two,
-         *common], env=dict(single_thread, PORT=str(free_port())))
+         *common], env=dict(single_thread, PORT=str(free_port()),
+                            PYTHON=sys.executable))
     a = json.load(open(osp.join(one, 'lapq_report.json')))
     b = json.load(open(osp.join(two, 'lapq_report.json')))
     assert (a['world_size'], b['world_size']) == (1, 2)
@@ -64,3 +66,52 @@ def test_two_processes_match_one(tmp_path):
     files = sorted(f for f in os.listdir(two) if not f[0].isdigit())
     assert files == ['lapq_quantized.pth', 'lapq_report.json',
                      'lapq_report.md', 'plots', 'vgg11bn_fmnist_w4a4.py']
+
+
+def test_rank_share_gives_every_process_images():
+    from mmlapq.engine.calibration import rank_share
+    from mmlapq.engine.errors import LAPQError
+    indices = np.arange(10, 74)  # 64 images
+    # Enough batches: every world_size-th batch, as in one process.
+    assert rank_share(indices, 16, 1, 2) == list(range(26, 42)) + list(
+        range(58, 74))
+    # One batch of 64 for two processes: 32 each, nothing lost or doubled.
+    shares = [rank_share(indices, 64, r, 2) for r in range(2)]
+    assert [len(s) for s in shares] == [32, 32]
+    assert sorted(shares[0] + shares[1]) == list(indices)
+    # 5 images, 4 processes, batches of 2: 3 batches; every rank gets one.
+    shares = [rank_share(np.arange(5), 2, r, 4) for r in range(4)]
+    assert all(shares) and sorted(sum(shares, [])) == list(range(5))
+    with pytest.raises(LAPQError, match='3 calibration images cannot be '
+                       'shared by 4 processes'):
+        rank_share(np.arange(3), 2, 0, 4)
+
+
+def _agree_worker(rank, port, out_dir):
+    import torch.distributed as torch_dist
+
+    from mmlapq.engine.dist import ranks_agree
+    from mmlapq.engine.errors import LAPQError
+    torch_dist.init_process_group(
+        'gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank,
+        world_size=2, timeout=datetime.timedelta(seconds=60))
+    outcome = 'no error'
+    try:
+        with ranks_agree():
+            if rank == 1:
+                raise LAPQError('cannot read checkpoint x.pth (gone): fix')
+    except LAPQError as exc:
+        outcome = str(exc)
+    torch_dist.barrier()  # both are still alive and in step
+    with open(osp.join(out_dir, f'{rank}.txt'), 'w') as f:
+        f.write(outcome)
+    torch_dist.destroy_process_group()
+
+
+def test_a_failure_on_one_rank_stops_every_rank_with_the_same_line(
+        tmp_path):
+    import torch.multiprocessing as mp
+    mp.spawn(_agree_worker, args=(free_port(), str(tmp_path)), nprocs=2)
+    lines = [open(tmp_path / f'{r}.txt').read() for r in range(2)]
+    assert lines[0] == lines[1] == ('cannot read checkpoint x.pth (gone): '
+                                    'fix (on rank 1 of 2)')

@@ -13,11 +13,6 @@ import torch
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(REPO, 'configs', 'lapq', 'vgg11bn_fmnist_w4a4.py')
 CHECKPOINT = osp.join(REPO, 'checkpoints', 'vgg11bn_fmnist.pth')
-DATA = osp.join(REPO, 'data', 'fashion_mnist', 't10k-images-idx3-ubyte')
-
-pytestmark = pytest.mark.skipif(
-    not osp.isfile(DATA), reason='run tools/setup.sh (Fashion-MNIST data)')
-
 
 def readme_sha256() -> str:
     text = open(osp.join(REPO, 'README.md')).read()
@@ -32,13 +27,13 @@ def test_committed_checkpoint_is_small_plain_and_documented():
     assert digest == readme_sha256()
 
 
-def test_fmnist_config_end_to_end_on_a_slice(tmp_path):
+def test_fmnist_config_end_to_end_on_a_slice(tmp_path, fmnist_data):
     work_dir = str(tmp_path / 'fmnist')
+    slice_1000 = 'test_dataloader.dataset.indices=1000'
     proc = subprocess.run(
         [sys.executable, 'tools/quantize.py', CONFIG, '--work-dir', work_dir,
          '--calib-images', '128', '--max-evals', '40', '--cfg-options',
-         'test_dataloader.dataset.indices=1000',
-         'quantizer.init.p_grid=[2.0,3.0,4.0]'],
+         slice_1000, 'quantizer.init.p_grid=[2.0,3.0,4.0]'],
         cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     # The table printed at the end: FP32, the Lp init, LAPQ.
@@ -46,13 +41,33 @@ def test_fmnist_config_end_to_end_on_a_slice(tmp_path):
     assert [ln.split('|')[1].strip().split(' ')[0] for ln in table[2:]] == \
         ['FP32', 'lp', 'LAPQ']
     report = json.load(open(osp.join(work_dir, 'lapq_report.json')))
-    assert report['fp32']['top1'] > 88.0  # on the first 1000 test images
+    assert report['fp32']['top1'] > 92.0  # on the first 1000 test images
     assert report['init']['top1'] is not None  # evaluate_init=True
-    assert report['lapq']['calib_loss'] <= report['init']['calib_loss']
-    assert report['quantized']['top1'] > report['fp32']['top1'] - 5.0
+    # The search ends at the best point it evaluated; the model is there.
+    lapq = report['lapq']
+    assert lapq['search_best_loss'] == min(lapq['loss_history'])
+    assert lapq['calib_loss'] == pytest.approx(lapq['search_best_loss'])
+    # W4A4 loses about 0.3 points on this slice; a bug loses more than 1.
+    assert report['quantized']['top1'] >= report['fp32']['top1'] - 1.0
     assert report['calibration']['source'].startswith('training split')
     assert report['layers'][0]['a_grid'] == 'signed'  # normalised image
     assert report['layers'][1]['a_grid'] == 'unsigned'  # after ReLU
+    assert report['env']['tf32'] == {'cuda_matmul': False, 'cudnn': False}
+    assert report['settings']['channels_last'] is True
+
+    # The saved model (BN folded, channels-last) reloads to the same top-1
+    # on the same 1000 images.
+    proc = subprocess.run(
+        [sys.executable, 'tools/quantize.py', CONFIG, '--eval-quantized',
+         osp.join(work_dir, 'lapq_quantized.pth'), '--work-dir',
+         str(tmp_path / 'reload'), '--cfg-options', slice_1000],
+        cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [ln for ln in proc.stdout.splitlines()
+            if ln.startswith('quantized model')][0]
+    metrics = eval(line.split(':', 1)[1])  # the metrics dict it printed
+    assert metrics['accuracy/top1'] == report['quantized']['top1']
+    assert metrics['accuracy/top5'] == report['quantized']['top5']
 
 
 def test_memory_format_probe_leaves_the_model_unchanged():
@@ -73,7 +88,7 @@ def test_memory_format_probe_leaves_the_model_unchanged():
         assert torch.equal(value, before[key]), key
 
 
-def test_speed_benchmark_prints_the_ratio(tmp_path):
+def test_speed_benchmark_prints_the_ratio(tmp_path, fmnist_data):
     proc = subprocess.run(
         [sys.executable, 'tools/benchmark.py', CONFIG, '--speed',
          '--calib-images', '64', '--max-evals', '12', '--out',

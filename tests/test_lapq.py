@@ -113,7 +113,12 @@ def test_max_evals_bounds_the_search():
     ClipInitializer(obj, InitSettings(p=2.0))()
     result = joint_search(obj, SearchSettings(max_evals=30))
     assert result.func_evals == 30 and result.stopped == 'max_evals reached'
-    assert result.best_loss <= result.init_loss
+    # The search keeps its best point and leaves the model there; on this
+    # toy (measured: 4.62 -> 2.35) 30 evaluations cut the loss by far more
+    # than a quarter.
+    assert result.best_loss == min(result.history)
+    assert obj.loss() == result.best_loss
+    assert result.best_loss < 0.75 * result.init_loss
 
 
 def test_coordinate_descent_and_init_only():
@@ -122,7 +127,9 @@ def test_coordinate_descent_and_init_only():
     none = joint_search(obj, SearchSettings(method='none'))
     assert none.func_evals == 1 and none.best_loss == none.init_loss
     cd = joint_search(obj, SearchSettings(method='coordinate', maxiter=1))
-    assert cd.best_loss <= cd.init_loss
+    # Measured 4.62 -> 1.39: one sweep must at least halve the loss.
+    assert cd.best_loss < 0.5 * cd.init_loss
+    assert cd.best_loss == min(cd.history) and obj.loss() == cd.best_loss
 
 
 def test_p_fit_vertex_clamp_and_downward_fallback():

@@ -3,6 +3,7 @@ with a random VGG-11 in the mmcls checkpoint format, and its bad inputs."""
 import json
 import os
 import os.path as osp
+import shutil
 import subprocess
 import sys
 
@@ -55,8 +56,11 @@ def test_end_to_end_report_and_reload(imagenet, tmp_path):
         assert node is not None, key
     assert report['fp32']['top1'] == 100.0  # val labels are its predictions
     assert report['lapq']['func_evals'] == 8
-    assert report['lapq']['calib_loss'] <= report['init']['calib_loss']
+    lapq = report['lapq']  # ends at (and leaves the model at) its best point
+    assert lapq['search_best_loss'] == min(lapq['loss_history'])
+    assert lapq['calib_loss'] == pytest.approx(lapq['search_best_loss'])
     assert 2.0 <= report['init']['p'] <= 4.0
+    assert report['env']['tf32'] == {'cuda_matmul': False, 'cudnn': False}
     assert report['settings']['quant']['w_bits'] == 4
     assert report['calibration']['num_images'] == 4
     layers = report['layers']
@@ -140,3 +144,73 @@ def test_bad_checkpoints_and_data_fail_with_one_line(imagenet, tmp_path):
         quantize(CONFIG, '--checkpoint', ckpt, '--work-dir', wd,
                  '--cfg-options', *imagenet_cfg_options(empty)),
         'check data_root', wd)
+
+
+def test_bad_data_and_settings_fail_with_one_line(imagenet, tmp_path):
+    root, ckpt = imagenet
+    wd = str(tmp_path / 'wd')
+
+    def run(data_root, *extra):
+        return quantize(CONFIG, '--checkpoint', ckpt, '--work-dir', wd,
+                        '--calib-images', '12', '--cfg-options',
+                        *imagenet_cfg_options(data_root), *FAST, *extra)
+
+    def copy_of_data(name):
+        copy = str(tmp_path / name)
+        shutil.copytree(root, copy)
+        return copy
+
+    # A truncated image (the calibration set reads every training image).
+    bad = copy_of_data('truncated')
+    image = osp.join(bad, 'train', 'n00000001', 'train_1.JPEG')
+    with open(image, 'rb') as f:
+        head = f.read(200)
+    with open(image, 'wb') as f:
+        f.write(head)
+    assert_clean_failure(run(bad), f'cannot decode image {image}', wd)
+    # An annotation line that names a folder, not a file.
+    bad = copy_of_data('folder')
+    with open(osp.join(bad, 'meta', 'train.txt'), 'a') as f:
+        f.write('n00000001 1\n')
+    assert_clean_failure(
+        run(bad, 'quantizer.calib.seed=1'),
+        f"cannot read {osp.join(bad, 'train', 'n00000001')} (Is a directory)",
+        wd)
+    # Annotation files that list no images.
+    bad = copy_of_data('empty_ann')
+    for split in ('train', 'val'):
+        open(osp.join(bad, 'meta', f'{split}.txt'), 'w').close()
+    assert_clean_failure(run(bad), 'the test dataset', wd)
+    assert_clean_failure(run(bad), 'lists no images', wd)
+    # A label the 1000-class model cannot predict.
+    bad = copy_of_data('label')
+    with open(osp.join(bad, 'meta', 'val.txt'), 'a') as f:
+        f.write('ILSVRC2012_val_00000000.JPEG 1000\n')
+    assert_clean_failure(run(bad), "label 1000, outside the model's 1000 "
+                         'classes', wd)
+    # A setting of the wrong type given on the command line.
+    assert_clean_failure(run(root, 'quantizer.search.maxiter=two'),
+                         "search.maxiter='two' must be of type int", wd)
+    assert_clean_failure(run(root, 'quantizer.calib.batch_size=big'),
+                         "calib.batch_size='big' must be of type int", wd)
+
+
+def test_work_dir_that_is_a_file_and_unexpected_keys(imagenet, tmp_path):
+    root, ckpt = imagenet
+    opts = ['--cfg-options', *imagenet_cfg_options(root)]
+    a_file = tmp_path / 'taken'
+    a_file.write_text('not a folder')
+    rc, _, err = quantize(CONFIG, '--checkpoint', ckpt, '--work-dir',
+                          str(a_file), *opts)
+    assert rc == 1 and 'Traceback' not in err, err[-2000:]
+    assert f'error: work dir {a_file} is an existing file' in err
+    assert a_file.read_text() == 'not a folder'  # untouched
+    state = torch.load(ckpt)['state_dict']
+    state['backbone.extra.weight'] = torch.zeros(3)
+    extra = str(tmp_path / 'extra.pth')
+    torch.save({'state_dict': state}, extra)
+    wd = str(tmp_path / 'wd')
+    assert_clean_failure(quantize(CONFIG, '--checkpoint', extra, '--work-dir',
+                                  wd, *opts),
+                         'does not fit the model: 1 unexpected keys (e.g. '
+                         'backbone.extra.weight)', wd)
