@@ -32,7 +32,7 @@ def test_fmnist_config_end_to_end_on_a_slice(tmp_path, fmnist_data):
     slice_1000 = 'test_dataloader.dataset.indices=1000'
     proc = subprocess.run(
         [sys.executable, 'tools/quantize.py', CONFIG, '--work-dir', work_dir,
-         '--calib-images', '128', '--max-evals', '40', '--cfg-options',
+         '--calib-images', '256', '--max-evals', '40', '--cfg-options',
          slice_1000, 'quantizer.init.p_grid=[2.0,3.0,4.0]'],
         cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -47,7 +47,9 @@ def test_fmnist_config_end_to_end_on_a_slice(tmp_path, fmnist_data):
     lapq = report['lapq']
     assert lapq['search_best_loss'] == min(lapq['loss_history'])
     assert lapq['calib_loss'] == pytest.approx(lapq['search_best_loss'])
-    # W4A4 loses about 0.3 points on this slice; a bug loses more than 1.
+    # Measured with these settings: 94.40 -> 93.70 (0.7 points, 7 of the
+    # 1000 images); a bug (BN folded without its shift, a wrong grid on
+    # reload, a search left at a bad point) loses more than 1 point.
     assert report['quantized']['top1'] >= report['fp32']['top1'] - 1.0
     assert report['calibration']['source'].startswith('training split')
     assert report['layers'][0]['a_grid'] == 'signed'  # normalised image

@@ -46,7 +46,9 @@ def parse_args(argv=None):
                    help='format of the plots in OUT/plots (svg for docs/)')
     p.add_argument('--no-surface', action='store_true',
                    help='skip the 2-D loss surface plot')
-    p.add_argument('--cfg-options', nargs='+', default=None)
+    from mmengine.config import DictAction
+    p.add_argument('--cfg-options', nargs='+', action=DictAction,
+                   help='override config keys, e.g. quantizer.w_bits=3')
     return p.parse_args(argv)
 
 
@@ -72,7 +74,21 @@ def markdown(rows, header: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from mmengine.config import Config, DictAction  # noqa: F401
+    from mmengine.config import Config
+
+    from mmlapq.engine.quantizer import tf32_mode
+    if not osp.isfile(args.config):
+        print(f'error: config {args.config} does not exist', file=sys.stderr)
+        return 1
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    # Every stage under the config's TF32 setting, as in tools/quantize.py.
+    with tf32_mode(cfg.quantizer.get('allow_tf32', False)):
+        return run(args, cfg)
+
+
+def run(args, cfg) -> int:
     from mmengine.logging import MMLogger
     from mmengine.registry import init_default_scope
 
@@ -80,15 +96,6 @@ def main(argv=None) -> int:
     from mmlapq.engine import LAPQError
     from mmlapq.engine import benchmark as bm
     from mmlapq.report import collect_env, plot_loss_surface
-    if not osp.isfile(args.config):
-        print(f'error: config {args.config} does not exist', file=sys.stderr)
-        return 1
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        action = DictAction(option_strings=[], dest='x')
-        ns = argparse.Namespace()
-        action(None, ns, args.cfg_options)
-        cfg.merge_from_dict(ns.x)
     init_default_scope(cfg.get('default_scope', 'mmcls'))
     logger = MMLogger.get_instance('mmlapq_benchmark', log_level='INFO')
     kind = 'speed' if args.speed else ('quick' if args.quick else 'full')

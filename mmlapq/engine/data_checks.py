@@ -96,9 +96,16 @@ def check_labels(dataset, num_classes: Optional[int], what: str,
 
 
 def model_num_classes(cfg) -> Optional[int]:
-    head = cfg.get('model', {}).get('head') or {}
-    num = head.get('num_classes')
-    return int(num) if isinstance(num, int) and num > 0 else None
+    """Classes the config's model predicts: its head's num_classes, else
+    the backbone's (mmcls's ImageNet VGG classifies in the backbone), else
+    the data preprocessor's; None when the config does not say."""
+    model = cfg.get('model') or {}
+    for part in (model.get('head'), model.get('backbone'),
+                 model.get('data_preprocessor'), cfg.get('data_preprocessor')):
+        num = (part or {}).get('num_classes')
+        if isinstance(num, int) and not isinstance(num, bool) and num > 0:
+            return num
+    return None
 
 
 def check_datasets(cfg, quantize: bool = True) -> None:
