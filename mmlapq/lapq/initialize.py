@@ -5,10 +5,7 @@ Two modes (LAPQ.md section 4):
 - ``sequential`` (the reference's): layer after layer in execution order,
   each activation histogram is gathered with every layer that ran before it
   already quantized, so each clip sees the error of the ones before it. This
-  holds on any model: inside a step of the chain (the whole model, when it is
-  not a chain) the order is the order in which the layers are called, found
-  by a probe forward with hooks, and each observation stops the forward once
-  the observed layer has had its last call.
+  holds on any model (see ``sequential.walk_sequential``).
 - ``independent``: every histogram comes from one float pass; the statistics
   are gathered once and reused for every p, which makes a p sweep cheap.
 
@@ -25,6 +22,7 @@ from ..quant.control import quantization_disabled
 from ..quant.grids import Grid, check_type
 from ..quant.histogram import AbsHistogram
 from .objective import CalibrationObjective
+from .sequential import walk_sequential
 
 INIT_MODES = ('sequential', 'independent')
 
@@ -173,87 +171,17 @@ class ClipInitializer:
                 self._set_input_clip(layer, self._float_hists[id(layer)], p)
 
     def _init_sequential(self, p: float) -> None:
-        steps, step_layers = self.objective.steps, self.objective.step_layers
-        batches = list(self.objective.calib.inputs)
-        for i in range(len(steps)):
-            if step_layers[i]:
-                self._init_step_sequential(i, batches, p)
-            if i + 1 < len(steps) and any(step_layers[i + 1:]):
-                with torch.no_grad():
-                    batches = [steps[i](x) for x in batches]
-            else:
-                break
-
-    def _init_step_sequential(self, i: int, batches, p: float) -> None:
-        """Clips of step ``i``'s layers, one layer after another in the
-        order they are called; ``batches`` are the step's quantized inputs."""
-        calls = self._call_order(i, batches[0])
-        order = list(dict.fromkeys(calls))  # unique, by first call
-        for layer in order:
-            self._set_weight_clip(layer, p)  # weights need no data
-        try:
-            for k, layer in enumerate(order):
-                if layer.act_quantizer is None:
-                    continue
-                # Layers called before this one are quantized (their clips
-                # are set); this one and the later ones run in float.
-                for j, other in enumerate(order):
-                    other.quant_enabled = j < k
-                last_call = max(c for c, m in enumerate(calls) if m is layer)
-                hist = self._observe(i, layer, batches, last_call + 1)
-                self._set_input_clip(layer, hist, p)
-        finally:
+        def set_weights(order):
             for layer in order:
-                layer.quant_enabled = True
+                self._set_weight_clip(layer, p)  # weights need no data
 
-    def _step_hooks(self, i: int, hook) -> list:
-        return [m.register_forward_pre_hook(hook)
-                for m in dict.fromkeys(self.objective.step_layers[i])]
+        def visit(layer, observe):
+            if layer.act_quantizer is None:
+                return
+            hist = AbsHistogram(self.settings.hist_bins)
+            observe(lambda x: hist.update(layer.observe(x)))
+            if self.reduce_hist is not None:
+                hist = self.reduce_hist(hist)
+            self._set_input_clip(layer, hist, p)
 
-    def _call_order(self, i: int, probe: torch.Tensor) -> List:
-        """Quantized layers of step ``i`` in the order the step calls them
-        (a layer called twice appears twice)."""
-        calls = []
-        handles = self._step_hooks(i, lambda m, _: calls.append(m))
-        try:
-            with torch.no_grad(), quantization_disabled(
-                    self.objective.steps[i]):
-                self.objective.steps[i](probe)
-        finally:
-            for h in handles:
-                h.remove()
-        return calls
-
-    def _observe(self, i: int, target, batches, stop_at: int
-                 ) -> AbsHistogram:
-        """Histogram of what ``target``'s activation quantizer sees while
-        step ``i`` runs on ``batches``, each forward stopped before the
-        ``stop_at``-th call of a quantized layer."""
-        hist = AbsHistogram(self.settings.hist_bins)
-        position = [0]
-
-        def hook(layer, inputs):
-            if position[0] == stop_at:
-                raise _StopForward
-            position[0] += 1
-            if layer is target:
-                hist.update(layer.observe(inputs[0]))
-
-        handles = self._step_hooks(i, hook)
-        try:
-            with torch.no_grad():
-                for x in batches:
-                    position[0] = 0
-                    try:
-                        self.objective.steps[i](x)
-                    except _StopForward:
-                        pass
-        finally:
-            for h in handles:
-                h.remove()
-        return self.reduce_hist(hist) if self.reduce_hist else hist
-
-
-class _StopForward(Exception):
-    """Raised by a hook to end a forward whose remaining layers are not
-    needed."""
+        walk_sequential(self.objective, visit, set_weights)
