@@ -93,6 +93,22 @@ class Grid:
         low = -self.qmax if self.kind == 'signed' else 0
         return torch.clamp(torch.round(x / step), low, self.qmax) * step
 
+    def to_codes(self, x: torch.Tensor, alpha: Alpha) -> torch.Tensor:
+        """The integer level of each value (as floats): -qmax..qmax for
+        ``signed``, 0..num_steps for ``midrise`` and ``unsigned``."""
+        step = self.step(alpha)
+        if self.kind == 'midrise':
+            return torch.round(torch.clamp((x + alpha) / step, 0,
+                                           self.num_steps))
+        low = -self.qmax if self.kind == 'signed' else 0
+        return torch.clamp(torch.round(x / step), low, self.qmax)
+
+    def from_codes(self, codes: torch.Tensor, alpha: Alpha) -> torch.Tensor:
+        """Values of integer levels at clip ``alpha``: ``quantize(x, a) ==
+        from_codes(to_codes(x, a), a)``."""
+        value = codes * self.step(alpha)
+        return value - alpha if self.kind == 'midrise' else value
+
     def levels(self, alpha: float) -> torch.Tensor:
         """All representable values for clip ``alpha`` (for tests, plots)."""
         n = torch.arange(self.num_steps + 1, dtype=torch.float64)

@@ -64,6 +64,12 @@ class TensorQuantizer(nn.Module):
         self._alpha_float = float(alpha) if alpha.dim() == 0 else None
         self.version = next(_versions)
 
+    def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
+        """Values of integer levels ``codes`` at the current clip(s)."""
+        alpha = self._broadcast_alpha(codes) if self.channel_axis is not None \
+            else self._alpha_float
+        return self.grid.from_codes(codes, alpha)
+
     def _broadcast_alpha(self, x: torch.Tensor) -> torch.Tensor:
         shape = [1] * x.dim()
         shape[self.channel_axis] = -1
@@ -130,17 +136,33 @@ class QuantLayerMixin:
         self.weight_mean_correction = weight_mean_correction
         # Empirical bias correction (per output channel), set after the search.
         self.register_buffer('bias_shift', None, persistent=False)
+        # Integer levels chosen by a rounding method (GPTQ), shaped like the
+        # weight; None: round to nearest. The weight is then codes x step at
+        # the current clip, so a clip change rescales the chosen levels.
+        self.register_buffer('weight_codes', None, persistent=False)
         self._cache_key = None
         self._cached: Tuple[torch.Tensor, Optional[torch.Tensor]] = (None, None)
 
     def state_key(self) -> tuple:
         """Changes whenever this layer's quantized output could change."""
         wq, aq = self.weight_quantizer, self.input_quantizer
-        shift = self.bias_shift
+        shift, codes = self.bias_shift, self.weight_codes
         return (self.quant_enabled, wq.version if wq else 0,
                 aq.version if aq else 0, self.weight._version,
                 id(self.weight), self.weight_mean_correction,
-                None if shift is None else (id(shift), shift._version))
+                None if shift is None else (id(shift), shift._version),
+                None if codes is None else (id(codes), codes._version))
+
+    def set_weight_codes(self, codes: Optional[torch.Tensor]) -> None:
+        """Fix the integer level of every weight (None: nearest again)."""
+        if codes is not None:
+            wq = self.weight_quantizer
+            if wq is None or tuple(codes.shape) != tuple(self.weight.shape):
+                raise ValueError('weight codes need a weight quantizer and '
+                                 'the shape of the weight')
+            codes = codes.to(device=self.weight.device,
+                             dtype=self.weight.dtype)
+        self.weight_codes = codes
 
     def quantized_weight_and_bias(self):
         """Weight on its grid (mean-corrected if asked) and the bias plus the
@@ -150,7 +172,9 @@ class QuantLayerMixin:
         if key != self._cache_key:
             with torch.no_grad():
                 w = self.weight
-                if self.weight_quantizer is not None:
+                if self.weight_codes is not None:
+                    w = self.weight_quantizer.dequantize(self.weight_codes)
+                elif self.weight_quantizer is not None:
                     w_hat = self.weight_quantizer(w)
                     if self.weight_mean_correction:
                         dims = tuple(range(1, w.dim()))
