@@ -223,3 +223,60 @@ def test_sequential_init_on_a_branch_sees_quantized_upstream_layers():
     float_clip = activation_clip(AbsHistogram.of(float_seen, 2048),
                                  model.left.input_quantizer.grid, 'lp', 2.0)
     assert abs(float_clip - expected) > 1e-3 * expected  # it matters here
+
+
+class DriftLoss:
+    """A held-out 'objective' whose loss grows with the distance of the
+    clips from where they started: any move fits only the calibration
+    images."""
+
+    def __init__(self, objective, slope=1.0):
+        self.objective, self.slope = objective, slope
+        self.start = objective.clips()
+
+    def loss(self):
+        now = self.objective.clips()
+        return 1.0 + self.slope * sum(
+            float((now[n].log() - self.start[n].log()).abs().sum())
+            for n in now)
+
+
+def test_guard_falls_back_to_the_start_when_the_held_out_loss_rises():
+    _, obj = quantized_toy(bits=3)
+    ClipInitializer(obj, InitSettings(p=2.0))()
+    start_loss = obj.loss()
+    result = joint_search(obj, SearchSettings(max_evals=40), holdout=DriftLoss(
+        obj))
+    assert result.guard.startswith('fell back to the start')
+    assert min(result.history) < start_loss  # the search did improve calib
+    assert result.best_loss == start_loss  # ... and was rejected
+    assert obj.loss() == start_loss  # the model is back at the start
+    assert result.holdout_loss == result.holdout_init_loss == 1.0
+    assert [c['point'] for c in result.checkpoints] == ['start', 'end']
+
+
+def test_guard_keeps_a_search_that_also_lowers_the_held_out_loss():
+    model, obj = quantized_toy(bits=3)
+    ClipInitializer(obj, InitSettings(p=2.0))()
+    x, y = toy_data(256, seed=7)  # other images of the same task
+    holdout = CalibrationObjective(obj.steps, CalibrationSet.from_tensors(
+        x, y, 64), model=model)
+    result = joint_search(obj, SearchSettings(maxiter=2), holdout=holdout)
+    assert result.guard.startswith('kept the search result')
+    assert result.holdout_loss < result.holdout_init_loss
+    assert result.best_loss == min(result.history)
+    points = [c['point'] for c in result.checkpoints]
+    assert points[0] == 'start' and points[-1] == 'end'
+    assert 'sweep 1' in points  # Powell's per-iteration checkpoint
+
+
+def test_run_lapq_reports_the_guard():
+    _, obj = quantized_toy(bits=3)
+    x, y = toy_data(128, seed=7)
+    result = run_lapq(obj, InitSettings(p_grid=[2, 3, 4]),
+                      SearchSettings(max_evals=30),
+                      holdout=CalibrationSet.from_tensors(x, y, 64))
+    lapq = result.summary()['lapq']
+    assert lapq['holdout_init_loss'] is not None
+    assert lapq['holdout_loss'] <= lapq['holdout_init_loss']
+    assert lapq['guard'] and lapq['guard_checkpoints']

@@ -23,16 +23,27 @@ from .calibration import build_calibration_set
 from .chain import classifier_logits
 from .checkpoint import load_state_dict_strict, read_state_dict
 
-# name -> (init overrides, search overrides)
+# name -> (init overrides, search overrides, rounding overrides)
+_NEAREST = dict(method='nearest')
 METHODS = {
-    'max': (dict(method='max'), dict(method='none')),
-    'l2': (dict(method='lp', p=2.0), dict(method='none')),
-    'l3': (dict(method='lp', p=3.0), dict(method='none')),
-    'aciq': (dict(method='aciq'), dict(method='none')),
-    'lp': (dict(method='lp', p=None), dict(method='none')),
-    'cd': (dict(method='lp', p=None), dict(method='coordinate')),
-    'lapq': (dict(method='lp', p=None), dict(method='powell')),
+    'max': (dict(method='max'), dict(method='none'), _NEAREST),
+    'l2': (dict(method='lp', p=2.0), dict(method='none'), _NEAREST),
+    'l3': (dict(method='lp', p=3.0), dict(method='none'), _NEAREST),
+    'aciq': (dict(method='aciq'), dict(method='none'), _NEAREST),
+    'lp': (dict(method='lp', p=None), dict(method='none'), _NEAREST),
+    'cd': (dict(method='lp', p=None), dict(method='coordinate'), _NEAREST),
+    'lapq': (dict(method='lp', p=None), dict(method='powell'), _NEAREST),
+    # the Lp init's clips, GPTQ rounding, no joint search
+    'gptq': (dict(method='lp', p=None), dict(method='none'),
+             dict(method='gptq', order='before_search')),
+    # the two orders of LAPQ + GPTQ compared in README
+    'lapq_gptq_after': (dict(method='lp', p=None), dict(method='powell'),
+                        dict(method='gptq', order='after_search')),
+    'lapq_gptq_before': (dict(method='lp', p=None), dict(method='powell'),
+                         dict(method='gptq', order='before_search')),
 }
+# The combination chosen by measurement (README "Rounding").
+METHODS['lapq_gptq'] = METHODS['lapq_gptq_before']
 DEFAULT_METHODS = ('max', 'l2', 'l3', 'aciq', 'lp', 'lapq')
 DEFAULT_BITS = ('w8a8', 'w4a8', 'w4a4', 'w3a3', 'w2a4')
 
@@ -96,11 +107,12 @@ def accuracy(model: nn.Module, data: CalibrationSet) -> Dict[str, float]:
 
 def make_quantizer(quantizer_cfg: dict, method: str, w_bits: int,
                    a_bits: int, max_evals: Optional[int] = None):
-    init, search = METHODS[method]
+    init, search, rounding = METHODS[method]
     cfg = copy.deepcopy(dict(quantizer_cfg))
     cfg.update(w_bits=w_bits, a_bits=a_bits)
     cfg['init'] = dict(cfg.get('init', {}), **init)
     cfg['search'] = dict(cfg.get('search', {}), **search)
+    cfg['rounding'] = dict(cfg.get('rounding', {}), **rounding)
     if max_evals is not None:
         cfg['search']['max_evals'] = max_evals
     return LAPQ_MODELS.build(cfg)
@@ -108,10 +120,12 @@ def make_quantizer(quantizer_cfg: dict, method: str, w_bits: int,
 
 def calibration(cfg, model, num_images: Optional[int] = None,
                 logger=None) -> Tuple[CalibrationSet, dict]:
-    calib_cfg = dict(cfg.quantizer.get('calib', {}))
-    num = num_images or calib_cfg.get('num_images', 512)
-    return build_calibration_set(cfg, model, num, calib_cfg.get('seed', 0),
-                                 calib_cfg.get('batch_size', 64), logger)
+    from .quantizer import CALIB_DEFAULTS
+    calib_cfg = dict(CALIB_DEFAULTS, **cfg.quantizer.get('calib', {}))
+    num = num_images or calib_cfg['num_images']
+    return build_calibration_set(cfg, model, num, calib_cfg['seed'],
+                                 calib_cfg['batch_size'], logger,
+                                 holdout_images=calib_cfg['holdout_images'])
 
 
 def speed_benchmark(cfg, float_model: nn.Module, calib: CalibrationSet,
@@ -159,7 +173,7 @@ def methods_benchmark(cfg, float_model: nn.Module, calib: CalibrationSet,
     rows = [dict(method='fp32', w_bits=32, a_bits=32,
                  **accuracy(float_model, test), calib_loss=None,
                  func_evals=0, seconds=0.0)]
-    from ..quant import set_clips
+    from ..quant import clips_applied
 
     # The 'lp' row is LAPQ's starting point: read it off the LAPQ run (same
     # p sweep, same clips) instead of repeating the sweep.
@@ -185,10 +199,11 @@ def methods_benchmark(cfg, float_model: nn.Module, calib: CalibrationSet,
                 plot_run(result, plot_dir, f'w{w_bits}a{a_bits}_',
                          plot_format)
             if method == 'lapq' and lp_from_lapq:
-                set_clips(model, result.init_clips)
+                with clips_applied(model, result.init_clips):
+                    lp_accuracy = accuracy(model, test)
                 rows.insert(len(rows) - 1, dict(
                     method='lp', w_bits=w_bits, a_bits=a_bits,
-                    **accuracy(model, test), calib_loss=result.init_loss,
+                    **lp_accuracy, calib_loss=result.init_loss,
                     init_calib_loss=result.init_loss, p=result.p_star,
                     func_evals=0, seconds=result.seconds['init']))
             if logger:

@@ -74,38 +74,68 @@ def rank_share(indices: np.ndarray, batch_size: int, rank: int,
     return [int(i) for b in batches[rank::world_size] for i in b]
 
 
-def build_calibration_set(cfg, model: torch.nn.Module, num_images: int,
-                          seed: int, batch_size: int,
-                          logger: Optional[logging.Logger] = None,
-                          rank: int = 0, world_size: int = 1
-                          ) -> Tuple[CalibrationSet, dict]:
-    """Preprocessed calibration tensors on the model's device, and a record
-    of where they came from."""
+def choose_holdout(dataset_len: int, calib_indices: np.ndarray,
+                   num_images: int, seed: int) -> np.ndarray:
+    """A second seeded draw (seed + 1), disjoint from the calibration
+    images; fewer when the dataset has no more."""
+    rest = np.setdiff1d(np.arange(dataset_len), calib_indices)
+    count = min(num_images, len(rest))
+    rng = np.random.default_rng(seed + 1)
+    return np.sort(rng.choice(rest, count, replace=False))
+
+
+def _load(dataset, indices, batch_size: int, model: torch.nn.Module,
+          num_workers: int) -> CalibrationSet:
+    """The images ``indices`` of ``dataset``, preprocessed by the model's
+    data preprocessor, in batches."""
     from mmengine.dataset import pseudo_collate
 
-    from .data_checks import build_dataset, reading_data
-    dataset_cfg, loader_kwargs, source = calibration_dataset_cfg(cfg)
-    dataset = build_dataset(dataset_cfg, 'calibration')
-    indices = choose_indices(len(dataset), num_images, seed)
-    mine = rank_share(indices, batch_size, rank, world_size)
-    loader = DataLoader(Subset(dataset, mine), batch_size=batch_size,
+    from .data_checks import reading_data
+    loader = DataLoader(Subset(dataset, indices), batch_size=batch_size,
                         shuffle=False, collate_fn=pseudo_collate,
-                        num_workers=min(loader_kwargs['num_workers'], 4))
+                        num_workers=min(num_workers, 4))
     inputs, labels = [], []
-    preprocessor = model.data_preprocessor
     with torch.no_grad(), reading_data():
         for batch in loader:
-            data = preprocessor(batch, False)
+            data = model.data_preprocessor(batch, False)
             inputs.append(data['inputs'])
             labels.append(torch.cat([s.gt_label.label for s in
                                      data['data_samples']]).to(
                                          data['inputs'].device))
-    if logger:
-        logger.info(f'calibration set: {num_images} images from the {source}'
-                    f' (seed {seed}), {len(mine)} on this process, input '
-                    f'shape {tuple(inputs[0].shape[1:])}')
+    return CalibrationSet(inputs, labels)
+
+
+def build_calibration_set(cfg, model: torch.nn.Module, num_images: int,
+                          seed: int, batch_size: int,
+                          logger: Optional[logging.Logger] = None,
+                          rank: int = 0, world_size: int = 1,
+                          holdout_images: int = 0
+                          ) -> Tuple[CalibrationSet, dict]:
+    """Preprocessed calibration tensors on the model's device (with
+    ``holdout_images`` held-out images in ``.holdout``), and a record of
+    where they came from."""
+    from .data_checks import build_dataset
+    dataset_cfg, loader_kwargs, source = calibration_dataset_cfg(cfg)
+    dataset = build_dataset(dataset_cfg, 'calibration')
+    indices = choose_indices(len(dataset), num_images, seed)
+    mine = rank_share(indices, batch_size, rank, world_size)
+    workers = loader_kwargs['num_workers']
+    calib = _load(dataset, mine, batch_size, model, workers)
     record = dict(num_images=int(num_images), seed=int(seed), source=source,
                   batch_size=int(batch_size),
                   dataset=dataset_cfg.get('type', ''),
-                  first_indices=[int(i) for i in indices[:8]])
-    return CalibrationSet(inputs, labels), record
+                  first_indices=[int(i) for i in indices[:8]],
+                  holdout_images=0)
+    held = choose_holdout(len(dataset), indices, holdout_images, seed) \
+        if holdout_images else np.zeros(0, int)
+    if len(held) >= world_size:
+        calib.holdout = _load(dataset, rank_share(held, batch_size, rank,
+                                                  world_size),
+                              batch_size, model, workers)
+        record['holdout_images'] = int(len(held))
+    if logger:
+        logger.info(f'calibration set: {num_images} images from the {source}'
+                    f' (seed {seed}), {len(mine)} on this process, input '
+                    f'shape {tuple(calib.inputs[0].shape[1:])}; held-out '
+                    f"images for the search's guard: {len(held)}")
+    return calib, record

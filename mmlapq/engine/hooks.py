@@ -17,7 +17,7 @@ from mmengine import dist
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
-from ..quant import get_clips, quant_layers, set_clips
+from ..quant import clips_applied
 from ..registry import HOOKS, MODELS
 from .calibration import build_calibration_set
 from .checkpoint import QUANTIZED_CHECKPOINT, atomic_save
@@ -112,7 +112,8 @@ class CalibrationHook(Hook):
             calib, record = build_calibration_set(
                 runner.cfg, unwrap(runner.model), calib_cfg['num_images'],
                 calib_cfg['seed'], calib_cfg['batch_size'], runner.logger,
-                rank=dist.get_rank(), world_size=dist.get_world_size())
+                rank=dist.get_rank(), world_size=dist.get_world_size(),
+                holdout_images=calib_cfg['holdout_images'])
         runner.message_hub.update_info(INFO + 'calib', calib)
         runner.message_hub.update_info(INFO + 'calib_record', record)
 
@@ -161,19 +162,10 @@ class LAPQHook(Hook):
 
     @staticmethod
     def _evaluate_at(runner, model, clips) -> dict:
-        """Test metrics at ``clips`` (no bias shift); then back to final."""
-        final = get_clips(model)
-        layers = quant_layers(model)
-        shifts = {n: m.bias_shift for n, m in layers.items()}
-        set_clips(model, clips)
-        for layer in layers.values():
-            layer.bias_shift = None
-        try:
+        """Test metrics at ``clips`` with nearest rounding and no bias
+        shift (the layer-wise init); the model is back to final after."""
+        with clips_applied(model, clips):
             return evaluate(runner, 'layer-wise init')
-        finally:
-            set_clips(model, final)
-            for name, shift in shifts.items():
-                layers[name].bias_shift = shift
 
 
 @HOOKS.register_module()

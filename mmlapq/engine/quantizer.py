@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from ..lapq import (CalibrationObjective, CalibrationSet, InitSettings,
-                    LapqResult, SearchSettings, run_lapq)
+                    LapqResult, RoundingSettings, SearchSettings, run_lapq)
 from ..quant.grids import check_type
 from ..quant import (Grid, LayerPlan, QuantSettings, quant_layers,
                      quantize_model, quantizers)
@@ -24,7 +24,10 @@ from ..registry import MODELS
 from .chain import build_chain
 from .errors import LAPQError
 
-CALIB_DEFAULTS = dict(num_images=512, seed=0, batch_size=64)
+# holdout_images: drawn (seed + 1) from the same source, never calibrated
+# on; the search's guard against fitting the calibration images. 0: off.
+CALIB_DEFAULTS = dict(num_images=512, seed=0, batch_size=64,
+                      holdout_images=128)
 
 
 def to_builtin(obj):
@@ -68,6 +71,9 @@ class LAPQQuantizer:
     correction, preset), and
         init (dict): :class:`mmlapq.lapq.InitSettings` fields.
         search (dict): :class:`mmlapq.lapq.SearchSettings` fields.
+        rounding (dict): :class:`mmlapq.lapq.RoundingSettings` fields:
+            method 'nearest' | 'gptq', order, gptq=dict(damp, block_size,
+            act_order).
         calib (dict): num_images, seed, batch_size of the calibration set.
         cache_bytes (int): memory for the objective's cached activations.
         allow_tf32 (bool): allow TF32 on GPUs in every stage: FP32
@@ -80,14 +86,24 @@ class LAPQQuantizer:
 
     def __init__(self, init: Optional[dict] = None,
                  search: Optional[dict] = None, calib: Optional[dict] = None,
+                 rounding: Optional[dict] = None,
                  cache_bytes: int = 4 << 30, allow_tf32: bool = False,
                  channels_last: bool = True, **quant):
-        quant, init, search, calib = (to_builtin(d or {}) for d in
-                                      (quant, init, search, calib))
+        quant, init, search, calib, rounding = (
+            to_builtin(d or {}) for d in (quant, init, search, calib,
+                                          rounding))
         try:
             self.quant = QuantSettings(**quant)
             self.init = InitSettings(**init)
             self.search = SearchSettings(**search)
+            self.rounding = RoundingSettings(**rounding)
+            if self.rounding.method == 'gptq' and \
+                    self.quant.bias_correction == 'mean':
+                raise ValueError("rounding.method='gptq' chooses each "
+                                 "weight's grid point, which "
+                                 "bias_correction='mean' would move off the "
+                                 "grid: use bias_correction='empirical' or "
+                                 "'none'")
         except TypeError as exc:  # an unknown key
             raise LAPQError(f'quantizer settings: {exc}; see README "Config '
                             'keys"') from None
@@ -108,6 +124,9 @@ class LAPQQuantizer:
             raise LAPQError(str(exc)) from None
         if self.calib['batch_size'] < 1:
             raise LAPQError('quantizer.calib.batch_size must be >= 1')
+        if self.calib['holdout_images'] < 0:
+            raise LAPQError('quantizer.calib.holdout_images must be >= 0 '
+                            '(0 turns the held-out guard off)')
         self.cache_bytes = int(cache_bytes)
         self.allow_tf32 = allow_tf32
         self.channels_last = bool(channels_last)
@@ -141,7 +160,9 @@ class LAPQQuantizer:
             return calib
         return CalibrationSet(
             [x.contiguous(memory_format=torch.channels_last)
-             if x.dim() == 4 else x for x in calib.inputs], calib.labels)
+             if x.dim() == 4 else x for x in calib.inputs], calib.labels,
+            None if calib.holdout is None
+            else self.prepare_calibration(calib.holdout))
 
     def settings(self) -> dict:
         """All settings, JSON-ready (they go into the report)."""
@@ -149,8 +170,12 @@ class LAPQQuantizer:
         init['p_grid'] = list(init['p_grid'])
         search = asdict(self.search)
         search['log_bounds'] = list(search['log_bounds'])
+        rounding = dict(method=self.rounding.method,
+                        order=self.rounding.order,
+                        gptq=asdict(self.rounding.gptq_settings))
         return to_builtin(dict(quant=self.quant.to_dict(), init=init,
-                               search=search, calib=dict(self.calib),
+                               search=search, rounding=rounding,
+                               calib=dict(self.calib),
                                cache_bytes=self.cache_bytes,
                                allow_tf32=self.allow_tf32,
                                channels_last=self.channels_last))
@@ -185,7 +210,9 @@ class LAPQQuantizer:
                                   self.quant.bias_correction,
                                   auto_sign=self.quant.a_signed == 'auto',
                                   logger=logger, reduce_hist=reduce_hist,
-                                  reduce_sum=reduce_sum)
+                                  reduce_sum=reduce_sum,
+                                  rounding=self.rounding,
+                                  holdout=calib.holdout)
         except NonFiniteLossError as exc:
             raise LAPQError(str(exc)) from None
         return plans, result
@@ -202,7 +229,11 @@ def quantized_state(model: nn.Module, quantizer: LAPQQuantizer,
         clips={n: q.alpha.cpu() for n, q in quantizers(model).items()},
         grids={n: q.grid.kind for n, q in quantizers(model).items()},
         bias_shift={n: m.bias_shift.cpu() for n, m in layers.items()
-                    if m.bias_shift is not None})
+                    if m.bias_shift is not None},
+        # GPTQ's chosen integer levels (at most 8 bits: int8 holds them)
+        weight_codes={n: m.weight_codes.to(torch.int16).cpu()
+                      for n, m in layers.items()
+                      if getattr(m, 'weight_codes', None) is not None})
 
 
 def apply_quantized_state(model: nn.Module, state_dict: Dict[str, object],
@@ -223,4 +254,6 @@ def apply_quantized_state(model: nn.Module, state_dict: Dict[str, object],
     layers = quant_layers(model)
     for name, shift in lapq_state.get('bias_shift', {}).items():
         layers[name].bias_shift = shift.to(layers[name].weight.device)
+    for name, codes in lapq_state.get('weight_codes', {}).items():
+        layers[name].set_weight_codes(codes.float())
     return [LayerPlan(**p) for p in lapq_state['plans']] or plans

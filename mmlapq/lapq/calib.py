@@ -4,7 +4,7 @@ Built once (the engine builds it from an mmcls dataset); every loss evaluation
 then reads tensors only, with no decoding or augmentation.
 """
 from dataclasses import dataclass
-from typing import List
+from typing import List, Optional
 
 import torch
 
@@ -13,6 +13,9 @@ import torch
 class CalibrationSet:
     inputs: List[torch.Tensor]  # batches of preprocessed images
     labels: List[torch.Tensor]  # matching batches of class indices
+    # Other images of the same source that the search never optimises: the
+    # held-out guard's (None: no guard).
+    holdout: Optional['CalibrationSet'] = None
 
     @classmethod
     def from_tensors(cls, inputs: torch.Tensor, labels: torch.Tensor,
@@ -37,7 +40,9 @@ class CalibrationSet:
 
     def to(self, device) -> 'CalibrationSet':
         return CalibrationSet([x.to(device) for x in self.inputs],
-                              [y.to(device) for y in self.labels])
+                              [y.to(device) for y in self.labels],
+                              None if self.holdout is None
+                              else self.holdout.to(device))
 
     def cat(self):
         return torch.cat(self.inputs), torch.cat(self.labels)

@@ -11,8 +11,10 @@ import torch
 from ..quant.bias_correction import empirical_bias_correction
 from ..quant.control import quantization_disabled
 from .initialize import ClipInitializer, InitSettings
+from .calib import CalibrationSet
 from .objective import CalibrationObjective, log_every
 from .psweep import sweep_p
+from .rounding import RoundingSettings, apply_gptq
 from .search import SearchResult, SearchSettings, joint_search
 
 
@@ -32,6 +34,8 @@ class LapqResult:
     seconds: Dict[str, float] = field(default_factory=dict)
     clip_maxima: Dict[str, float] = field(default_factory=dict)
     fp32_loss: Optional[float] = None
+    # method, order, calibration loss before and after the rounding
+    rounding: dict = field(default_factory=lambda: dict(method='nearest'))
 
     @property
     def func_evals(self) -> int:
@@ -51,9 +55,14 @@ class LapqResult:
                       ms_per_eval=self.search.ms_per_eval,
                       stopped=self.search.stopped,
                       loss_history=self.search.history,
+                      holdout_init_loss=self.search.holdout_init_loss,
+                      holdout_loss=self.search.holdout_loss,
+                      guard=self.search.guard,
+                      guard_checkpoints=self.search.checkpoints,
                       bias_correction=self.bias_correction,
                       loss_before_bias_correction=(
                           self.loss_before_bias_correction)),
+            rounding=self.rounding,
             seconds=self.seconds)
 
 
@@ -61,8 +70,15 @@ def run_lapq(objective: CalibrationObjective, init: InitSettings,
              search: SearchSettings, bias_correction: str = 'none',
              auto_sign: bool = True,
              logger: Optional[logging.Logger] = None,
-             reduce_hist=None, reduce_sum=None) -> LapqResult:
-    """Run every stage on the objective's (already wrapped) model."""
+             reduce_hist=None, reduce_sum=None,
+             rounding: Optional[RoundingSettings] = None,
+             holdout: Optional[CalibrationSet] = None) -> LapqResult:
+    """Run every stage on the objective's (already wrapped) model. With
+    ``holdout`` (images the search never optimises) the search is guarded
+    against fitting the calibration images (see ``search``)."""
+    rounding = rounding or RoundingSettings()
+    gptq = rounding.method == 'gptq'
+    rounding_record = dict(method=rounding.method)
     log = log_every(logger, search.log_interval)
     seconds = OrderedDict()
     t = time.perf_counter()
@@ -86,10 +102,20 @@ def run_lapq(objective: CalibrationObjective, init: InitSettings,
     log(f'init {init.method} ({init.mode}): calibration loss {init_loss:.5f}',
         force=True)
 
+    if gptq and rounding.order == 'before_search':
+        rounding_record.update(_round(objective, rounding, reduce_sum, log,
+                                      seconds))
     t = time.perf_counter()
-    result = joint_search(objective, search, log)
+    holdout_objective = None if holdout is None else CalibrationObjective(
+        objective.steps, holdout, cache_bytes=0,
+        reduce_fn=objective.reduce_fn)
+    result = joint_search(objective, search, log, holdout_objective)
     seconds['search'] = time.perf_counter() - t
     final_loss, loss_before_bc = result.best_loss, None
+    if gptq and rounding.order == 'after_search':
+        rounding_record.update(_round(objective, rounding, reduce_sum, log,
+                                      seconds))
+        final_loss = rounding_record['loss_after']
     if bias_correction == 'empirical':
         t = time.perf_counter()
         loss_before_bc = final_loss
@@ -105,7 +131,22 @@ def run_lapq(objective: CalibrationObjective, init: InitSettings,
                       result, init_clips, objective.clips(),
                       sweep.to_dict() if sweep else None, bias_correction,
                       loss_before_bc, dict(seconds),
-                      initializer.clip_maxima(), fp32_loss)
+                      initializer.clip_maxima(), fp32_loss, rounding_record)
+
+
+def _round(objective: CalibrationObjective, rounding: RoundingSettings,
+           reduce_sum, log, seconds: dict) -> dict:
+    """GPTQ on every layer at the current clips; the record of it."""
+    t = time.perf_counter()
+    before = objective.loss()
+    apply_gptq(objective, rounding.gptq_settings, reduce_sum)
+    after = objective.loss()
+    seconds['rounding'] = time.perf_counter() - t
+    log(f'GPTQ rounding ({rounding.order.replace("_", " ")}): calibration '
+        f'loss {before:.5f} -> {after:.5f}, {seconds["rounding"]:.1f} s',
+        force=True)
+    return dict(order=rounding.order, loss_before=before, loss_after=after,
+                **{k: v for k, v in vars(rounding.gptq_settings).items()})
 
 
 def _chain_module(objective: CalibrationObjective) -> torch.nn.Module:

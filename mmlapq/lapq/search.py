@@ -6,6 +6,12 @@ steps) and alpha stays > 0; bounds keep alpha in
 [exp(lo), exp(hi)] * alpha0. Per-channel clips move together (one multiplier
 per tensor). The best point seen is kept whatever scipy returns; a budget of
 evaluations and Ctrl-C both end the search at that best point.
+
+The guard against fitting the calibration images: with a held-out objective
+(images the search never optimises), the search records checkpoints (its
+start, the best point at the end of each sweep, and its end) and returns the
+checkpoint of the lowest held-out loss, so it falls back to its start when
+the held-out loss only went up.
 """
 import time
 from dataclasses import dataclass, field
@@ -59,6 +65,12 @@ class SearchResult:
     stopped: str                       # why the search ended
     best_u: List[float] = field(default_factory=list)
     history: List[float] = field(default_factory=list)  # loss per evaluation
+    # The held-out guard (None without a held-out set): its loss at the
+    # start and at the returned point, what it did, and every checkpoint.
+    holdout_init_loss: Optional[float] = None
+    holdout_loss: Optional[float] = None
+    guard: Optional[str] = None
+    checkpoints: List[dict] = field(default_factory=list)
 
     @property
     def ms_per_eval(self) -> float:
@@ -88,9 +100,11 @@ class ClipSpace:
 
 
 def joint_search(objective: CalibrationObjective, settings: SearchSettings,
-                 log=None) -> SearchResult:
+                 log=None, holdout: Optional[CalibrationObjective] = None
+                 ) -> SearchResult:
     """Search from the model's current clips; leaves the model at the best
-    point found and returns the record of the search."""
+    point found (with ``holdout``: the checkpoint of the lowest held-out
+    loss, see the module doc) and returns the record of the search."""
     space = ClipSpace(objective, objective.clips())
     n = len(space.names)
     u0 = np.zeros(n)
@@ -113,6 +127,12 @@ def joint_search(objective: CalibrationObjective, settings: SearchSettings,
         return value
 
     init_loss = f(u0)
+    checkpoints = [('start', u0.copy(), init_loss)]
+
+    def end_of_sweep(*_) -> None:  # scipy's per-iteration callback
+        checkpoints.append((f'sweep {len(checkpoints)}',
+                            state['best_u'].copy(), state['best']))
+
     stopped = 'converged'
     if settings.method != 'none':
         lo, hi = settings.log_bounds
@@ -120,10 +140,12 @@ def joint_search(objective: CalibrationObjective, settings: SearchSettings,
             if settings.method == 'powell':
                 optimize.minimize(
                     f, u0, method='Powell', bounds=[(lo, hi)] * n,
+                    callback=end_of_sweep,
                     options=dict(maxiter=settings.maxiter,
                                  xtol=settings.xtol, ftol=settings.ftol))
             else:
-                _coordinate_descent(f, state, n, lo, hi, settings)
+                _coordinate_descent(f, state, n, lo, hi, settings,
+                                    end_of_sweep)
             if settings.max_evals is None or \
                     len(state['history']) < settings.max_evals:
                 stopped = f'maxiter {settings.maxiter} or converged'
@@ -131,7 +153,11 @@ def joint_search(objective: CalibrationObjective, settings: SearchSettings,
             stopped = str(stop)
         except KeyboardInterrupt:
             stopped = 'interrupted (Ctrl-C): kept the best point so far'
-    space.apply(state['best_u'])
+    checkpoints.append(('end', state['best_u'].copy(), state['best']))
+    chosen_u, guard_record = state['best_u'], {}
+    if holdout is not None:
+        chosen_u, guard_record = _guard(space, holdout, checkpoints, log)
+    space.apply(chosen_u)
     best_loss = objective.loss()
     if log:
         log(f'{settings.method}: done after {len(state["history"])} evals '
@@ -139,11 +165,43 @@ def joint_search(objective: CalibrationObjective, settings: SearchSettings,
             force=True)
     return SearchResult(settings.method, init_loss, best_loss,
                         len(state['history']), time.perf_counter() - t0,
-                        stopped, [float(v) for v in state['best_u']],
-                        state['history'])
+                        stopped, [float(v) for v in chosen_u],
+                        state['history'], **guard_record)
 
 
-def _coordinate_descent(f, state, n, lo, hi, settings) -> None:
+def _guard(space: ClipSpace, holdout: CalibrationObjective, checkpoints,
+           log) -> tuple:
+    """The checkpoint of the lowest held-out loss (the latest on a tie: the
+    same point, or the one the search reached) and the record of it."""
+    seen, rows = {}, []
+    for label, u, calib_loss in checkpoints:
+        key = tuple(np.round(u, 12))
+        if key not in seen:
+            space.apply(u)
+            seen[key] = holdout.loss()
+        rows.append(dict(point=label, calib_loss=float(calib_loss),
+                         holdout_loss=seen[key]))
+    best = min(range(len(rows)),
+               key=lambda i: (rows[i]['holdout_loss'], -i))
+    start, end = rows[0]['holdout_loss'], rows[-1]['holdout_loss']
+    if best == len(rows) - 1:
+        guard = 'kept the search result (lowest held-out loss)'
+    elif best == 0:
+        guard = (f'fell back to the start: the held-out loss went up '
+                 f'({start:.5f} -> {end:.5f})')
+    else:
+        guard = (f"chose the {rows[best]['point']} checkpoint: held-out loss "
+                 f"{rows[best]['holdout_loss']:.5f} against {end:.5f} at the "
+                 'end')
+    if log and best != len(rows) - 1:
+        log(f'held-out guard: {guard}', force=True)
+    return checkpoints[best][1], dict(
+        holdout_init_loss=start, holdout_loss=rows[best]['holdout_loss'],
+        guard=guard, checkpoints=rows)
+
+
+def _coordinate_descent(f, state, n, lo, hi, settings,
+                        end_of_sweep=None) -> None:
     """Baseline: bounded 1-D minimisation of one variable at a time."""
     for _ in range(settings.maxiter):
         start_best = state['best']
@@ -156,5 +214,7 @@ def _coordinate_descent(f, state, n, lo, hi, settings) -> None:
 
             optimize.minimize_scalar(along, bounds=(lo, hi), method='bounded',
                                      options=dict(xatol=settings.xtol))
+        if end_of_sweep is not None:
+            end_of_sweep()
         if start_best - state['best'] <= settings.ftol * abs(start_best):
             return

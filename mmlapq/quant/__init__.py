@@ -4,7 +4,7 @@ from .bias_correction import empirical_bias_correction
 from .bn_fold import fold_batch_norms, fold_bn_into_conv
 from .clip_init import (INIT_METHODS, WeightClipper, activation_clip,
                         aciq_factor, lp_clip_histogram, lp_clip_tensor)
-from .control import (get_clips, quant_layers, quantization_disabled,
+from .control import (clips_applied, get_clips, quant_layers, quantization_disabled,
                       quantizers, set_clips, set_quant_enabled)
 from .grids import GRID_KINDS, MAX_BITS, MIN_BITS, Grid, check_bits
 from .histogram import AbsHistogram
@@ -18,5 +18,6 @@ __all__ = [
     'fold_batch_norms', 'fold_bn_into_conv', 'INIT_METHODS', 'WeightClipper',
     'activation_clip', 'aciq_factor', 'lp_clip_histogram', 'lp_clip_tensor',
     'quant_layers', 'quantizers', 'get_clips', 'set_clips',
-    'set_quant_enabled', 'quantization_disabled', 'empirical_bias_correction'
+    'set_quant_enabled', 'quantization_disabled', 'empirical_bias_correction',
+    'clips_applied'
 ]

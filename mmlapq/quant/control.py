@@ -70,3 +70,33 @@ def quantization_disabled(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for name, layer in quant_layers(model).items():
             layer.quant_enabled = previous.get(name, True)
+
+
+@contextmanager
+def clips_applied(model: nn.Module, clips: Mapping[str, torch.Tensor],
+                  plain: bool = True) -> Iterator[nn.Module]:
+    """Run the model at ``clips`` inside the block, then restore its clips;
+    with ``plain``, also without bias shifts and with nearest rounding (the
+    layer-wise init as it was evaluated), restored afterwards too."""
+    saved = get_clips(model)
+    layers = quant_layers(model)
+    extras = {n: (getattr(m, 'bias_shift', None),
+                  getattr(m, 'weight_codes', None))
+              for n, m in layers.items()}
+    set_clips(model, clips)
+    if plain:
+        for name, (shift, codes) in extras.items():
+            if shift is not None:
+                layers[name].bias_shift = None
+            if codes is not None:
+                layers[name].set_weight_codes(None)
+    try:
+        yield model
+    finally:
+        set_clips(model, saved)
+        if plain:
+            for name, (shift, codes) in extras.items():
+                if shift is not None:
+                    layers[name].bias_shift = shift
+                if codes is not None:
+                    layers[name].set_weight_codes(codes)

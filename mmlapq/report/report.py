@@ -69,19 +69,26 @@ def _fmt(value, digits=2):
 
 
 def summary_table(report: dict) -> str:
-    """FP32 / Lp init / LAPQ: top-1, calibration loss, evaluations, seconds."""
+    """FP32 / layer-wise init / LAPQ: top-1, calibration loss, held-out loss
+    (the search's guard), evaluations, seconds."""
     fp32, init = report.get('fp32') or {}, report['init']
     lapq, quant = report['lapq'], report['quantized']
-    rows = [('FP32', fp32.get('top1'), fp32.get('calib_loss'), None, None),
+    rounding = (report.get('settings', {}).get('rounding') or {}).get(
+        'method', 'nearest')
+    search = lapq['method'] + ('' if rounding == 'nearest'
+                               else f' + {rounding}')
+    rows = [('FP32', fp32.get('top1'), fp32.get('calib_loss'), None, None,
+             None),
             (f"{init['method']} init (p={_fmt(init.get('p'))})",
-             init.get('top1'), init['calib_loss'], None, init.get('seconds')),
-            (f"LAPQ ({lapq['method']})", quant.get('top1'),
-             lapq['calib_loss'], lapq['func_evals'], lapq['seconds'])]
-    lines = ['| stage | top-1 (%) | calibration loss | evaluations | '
-             'seconds |', '|---|---|---|---|---|']
-    for name, top1, loss, evals, secs in rows:
+             init.get('top1'), init['calib_loss'],
+             lapq.get('holdout_init_loss'), None, init.get('seconds')),
+            (f'LAPQ ({search})', quant.get('top1'), lapq['calib_loss'],
+             lapq.get('holdout_loss'), lapq['func_evals'], lapq['seconds'])]
+    lines = ['| stage | top-1 (%) | calibration loss | held-out loss | '
+             'evaluations | seconds |', '|---|---|---|---|---|---|']
+    for name, top1, loss, held, evals, secs in rows:
         lines.append(f'| {name} | {_fmt(top1)} | {_fmt(loss, 4)} | '
-                     f'{_fmt(evals)} | {_fmt(secs, 1)} |')
+                     f'{_fmt(held, 4)} | {_fmt(evals)} | {_fmt(secs, 1)} |')
     return '\n'.join(lines)
 
 
@@ -104,7 +111,9 @@ def write_markdown(report: dict, path: str) -> None:
         '',
         f"Calibration: {report['calibration']['num_images']} images from the "
         f"{report['calibration']['source']} (seed "
-        f"{report['calibration']['seed']}).",
+        f"{report['calibration']['seed']}); "
+        f"{report['calibration'].get('holdout_images', 0)} held-out images "
+        f"for the search's guard: {report['lapq'].get('guard') or 'off'}.",
         '',
         '| layer | type | W bits | A bits | W clip (init -> final) | '
         'A clip (init -> final) |',

@@ -1,0 +1,83 @@
+"""Loss-aware rounding of a whole quantized model: GPTQ layer after layer in
+execution order, each layer's Hessian from its (quantized) inputs with every
+layer before it already quantized and rounded."""
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Optional
+
+import torch
+
+from ..quant.gptq import GPTQSettings, HessianAccumulator, gptq_codes
+from .objective import CalibrationObjective
+from .sequential import walk_sequential
+
+
+ROUNDING_METHODS = ('nearest', 'gptq')
+ROUNDING_ORDERS = ('after_search', 'before_search')
+
+
+@dataclass
+class RoundingSettings:
+    """How weights take their grid points.
+
+    method: 'nearest' (LAPQ as published) or 'gptq'.
+    order: 'after_search': the joint search with nearest rounding, then
+        GPTQ at the clips it found; 'before_search': GPTQ at the
+        layer-wise init's clips, then the joint search with the GPTQ codes
+        held (a weight clip then scales its layer's chosen levels).
+    gptq: :class:`GPTQSettings` fields (damp, block_size, act_order).
+    """
+
+    method: str = 'nearest'
+    order: str = 'after_search'
+    gptq: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.method not in ROUNDING_METHODS:
+            raise ValueError(f'rounding method {self.method!r} is unknown: '
+                             f'use one of {", ".join(ROUNDING_METHODS)}')
+        if self.order not in ROUNDING_ORDERS:
+            raise ValueError(f'rounding order {self.order!r} is unknown: use '
+                             f'one of {", ".join(ROUNDING_ORDERS)}')
+        if not isinstance(self.gptq, dict):
+            raise ValueError(f'rounding.gptq={self.gptq!r} must be a dict')
+        self.gptq_settings = GPTQSettings(**self.gptq)
+
+
+def apply_gptq(objective: CalibrationObjective,
+               settings: GPTQSettings = GPTQSettings(),
+               reduce_sum: Optional[Callable] = None) -> Dict[str, float]:
+    """Round every quantized weight of the objective's chain with GPTQ at
+    its current clip; the layers keep the codes. Returns the seconds per
+    layer name (for the log and the report)."""
+    import time
+    names = {id(q): n.rsplit('.', 1)[0]
+             for n, q in objective.quantizers.items()}
+    seconds = {}
+
+    def visit(layer, observe):
+        wq = layer.weight_quantizer
+        if wq is None:
+            return
+        t0 = time.perf_counter()
+        layer.set_weight_codes(None)
+        accumulator = HessianAccumulator(layer)
+        aq = getattr(layer, 'input_quantizer', None)
+
+        def add(x: torch.Tensor) -> None:
+            accumulator.add(aq(x) if aq is not None else x)
+
+        observe(add)
+        hessian = accumulator.hessian(reduce_sum)
+        layer.set_weight_codes(gptq_codes(layer, hessian, settings))
+        seconds[names[id(wq)]] = time.perf_counter() - t0
+
+    walk_sequential(objective, visit)
+    return seconds
+
+
+def clear_rounding(objective: CalibrationObjective) -> None:
+    """Back to round-to-nearest on every layer."""
+    for layers in objective.step_layers:
+        for layer in layers:
+            if getattr(layer, 'weight_codes', None) is not None:
+                layer.set_weight_codes(None)
