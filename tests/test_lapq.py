@@ -280,3 +280,38 @@ def test_run_lapq_reports_the_guard():
     assert lapq['holdout_init_loss'] is not None
     assert lapq['holdout_loss'] <= lapq['holdout_init_loss']
     assert lapq['guard'] and lapq['guard_checkpoints']
+
+
+@pytest.mark.parametrize('order', ['before_search', 'after_search'])
+def test_gptq_in_the_pipeline(order):
+    from mmlapq.lapq import RoundingSettings
+    model, obj = quantized_toy(bits=3)
+    result = run_lapq(obj, InitSettings(p_grid=[2, 3, 4]),
+                      SearchSettings(max_evals=30),
+                      rounding=RoundingSettings('gptq', order))
+    layers = [m for m in model.modules() if hasattr(m, 'weight_codes')]
+    assert layers and all(m.weight_codes is not None for m in layers)
+    assert result.rounding['order'] == order
+    assert result.rounding['loss_before'] > 0
+    searched = len(result.search.best_u)
+    if order == 'before_search':  # 'auto': the activation clips only
+        assert searched == sum(n.endswith('.input') for n in obj.quantizers)
+        assert result.final_loss == pytest.approx(result.search.best_loss)
+    else:
+        assert searched == len(obj.quantizers)
+        assert result.final_loss == pytest.approx(
+            result.rounding['loss_after'])
+    assert obj.loss() == pytest.approx(result.final_loss)
+
+
+def test_gptq_leaves_layers_wider_than_max_columns_at_nearest():
+    from mmlapq.lapq import RoundingSettings
+    model, obj = quantized_toy(bits=3)
+    ClipInitializer(obj, InitSettings(p=2.0))()
+    from mmlapq.lapq import apply_gptq
+    from mmlapq.quant.gptq import GPTQSettings
+    seconds = apply_gptq(obj, GPTQSettings(max_columns=150))
+    # input columns: convs 0, 3, 6, 9: 27, 144, 144, 288; Linear 13: 32
+    assert sorted(seconds) == ['0', '13', '3', '6']
+    assert model[9].weight_codes is None
+    assert RoundingSettings('gptq').gptq_settings.max_columns == 8192

@@ -24,11 +24,23 @@ quantizer = dict(
         p=None,               # None: choose p on p_grid by the loss
         p_grid=[2.0, 2.2222, 2.4444, 2.6667, 2.8889, 3.1111, 3.3333,
                 3.5556, 3.7778, 4.0]),
+    # How weights take their grid points: GPTQ at the Lp init's clips, then
+    # the joint search over the activation clips (README "Rounding": the
+    # best of the orders measured at 4 bits and below). method='nearest' is
+    # LAPQ as published; use it at 8 bits.
+    rounding=dict(
+        method='gptq',        # 'nearest' | 'gptq'
+        order='before_search',  # 'before_search' | 'after_search'
+        gptq=dict(damp=0.01, block_size=128, act_order=False,
+                  max_columns=8192)),
     search=dict(
         method='powell',      # 'powell' | 'coordinate' | 'none'
         maxiter=2,
-        max_evals=None),
-    calib=dict(num_images=512, seed=0, batch_size=64),
+        max_evals=None,
+        variables='auto'),    # 'auto' | 'all' | 'activations'
+    # holdout_images: a second seeded draw the search never optimises; it
+    # keeps the search from fitting the calibration images (0: off).
+    calib=dict(num_images=512, seed=0, batch_size=64, holdout_images=128),
 )
 
 custom_hooks = [

@@ -109,7 +109,12 @@ def run_lapq(objective: CalibrationObjective, init: InitSettings,
     holdout_objective = None if holdout is None else CalibrationObjective(
         objective.steps, holdout, cache_bytes=0,
         reduce_fn=objective.reduce_fn)
-    result = joint_search(objective, search, log, holdout_objective)
+    variables = search.variables
+    if variables == 'auto':
+        variables = 'activations' if gptq and \
+            rounding.order == 'before_search' else 'all'
+    result = joint_search(objective, search, log, holdout_objective,
+                          variables)
     seconds['search'] = time.perf_counter() - t
     final_loss, loss_before_bc = result.best_loss, None
     if gptq and rounding.order == 'after_search':
@@ -139,7 +144,7 @@ def _round(objective: CalibrationObjective, rounding: RoundingSettings,
     """GPTQ on every layer at the current clips; the record of it."""
     t = time.perf_counter()
     before = objective.loss()
-    apply_gptq(objective, rounding.gptq_settings, reduce_sum)
+    apply_gptq(objective, rounding.gptq_settings, reduce_sum, log)
     after = objective.loss()
     seconds['rounding'] = time.perf_counter() - t
     log(f'GPTQ rounding ({rounding.order.replace("_", " ")}): calibration '

@@ -20,15 +20,17 @@ class RoundingSettings:
     """How weights take their grid points.
 
     method: 'nearest' (LAPQ as published) or 'gptq'.
-    order: 'after_search': the joint search with nearest rounding, then
-        GPTQ at the clips it found; 'before_search': GPTQ at the
-        layer-wise init's clips, then the joint search with the GPTQ codes
-        held (a weight clip then scales its layer's chosen levels).
+    order: 'before_search' (measured best, README "Rounding"): GPTQ at
+        the layer-wise init's clips, then the joint search over the
+        activation clips with the weights as GPTQ left them (with
+        search.variables='all' a weight clip would scale its layer's chosen
+        levels); 'after_search': the joint search with nearest rounding,
+        then GPTQ at the clips it found.
     gptq: :class:`GPTQSettings` fields (damp, block_size, act_order).
     """
 
     method: str = 'nearest'
-    order: str = 'after_search'
+    order: str = 'before_search'
     gptq: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -45,10 +47,12 @@ class RoundingSettings:
 
 def apply_gptq(objective: CalibrationObjective,
                settings: GPTQSettings = GPTQSettings(),
-               reduce_sum: Optional[Callable] = None) -> Dict[str, float]:
+               reduce_sum: Optional[Callable] = None,
+               log: Optional[Callable] = None) -> Dict[str, float]:
     """Round every quantized weight of the objective's chain with GPTQ at
-    its current clip; the layers keep the codes. Returns the seconds per
-    layer name (for the log and the report)."""
+    its current clip; the layers keep the codes. Layers wider than
+    ``settings.max_columns`` keep nearest rounding (logged). Returns the
+    seconds per rounded layer name."""
     import time
     names = {id(q): n.rsplit('.', 1)[0]
              for n, q in objective.quantizers.items()}
@@ -61,6 +65,12 @@ def apply_gptq(objective: CalibrationObjective,
         t0 = time.perf_counter()
         layer.set_weight_codes(None)
         accumulator = HessianAccumulator(layer)
+        if accumulator.dim > settings.max_columns:
+            if log:
+                log(f'GPTQ: {names[id(wq)]} has {accumulator.dim} input '
+                    f'columns, more than gptq.max_columns='
+                    f'{settings.max_columns}: nearest rounding', force=True)
+            return
         aq = getattr(layer, 'input_quantizer', None)
 
         def add(x: torch.Tensor) -> None:

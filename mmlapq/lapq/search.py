@@ -25,6 +25,7 @@ from ..quant.grids import check_type
 from .objective import CalibrationObjective
 
 SEARCH_METHODS = ('powell', 'coordinate', 'none')
+SEARCH_VARIABLES = ('auto', 'all', 'activations')
 
 
 @dataclass
@@ -36,6 +37,10 @@ class SearchSettings:
     xtol: float = 1e-2          # in log units: 1% of alpha
     ftol: float = 1e-4          # as the reference
     log_interval: float = 5.0   # seconds between progress lines
+    # 'all' clips, or 'activations' only (weights keep their clips); 'auto':
+    # activations only when GPTQ rounded the weights before the search (at
+    # their clips), all otherwise.
+    variables: str = 'auto'
 
     def __post_init__(self):
         check_type('search.maxiter', self.maxiter, int)
@@ -46,6 +51,10 @@ class SearchSettings:
         if self.method not in SEARCH_METHODS:
             raise ValueError(f'search method {self.method!r} is unknown: use '
                              f'one of {", ".join(SEARCH_METHODS)}')
+        if self.variables not in SEARCH_VARIABLES:
+            raise ValueError(f'search.variables={self.variables!r} is '
+                             f'unknown: use one of '
+                             f'{", ".join(SEARCH_VARIABLES)}')
         if self.maxiter < 1:
             raise ValueError(f'maxiter={self.maxiter} must be >= 1')
         if self.max_evals is not None and self.max_evals < 1:
@@ -85,9 +94,11 @@ class ClipSpace:
     """Maps the normalised vector u to clips: alpha = alpha0 * exp(u)."""
 
     def __init__(self, objective: CalibrationObjective,
-                 alpha0: Dict[str, torch.Tensor]):
+                 alpha0: Dict[str, torch.Tensor], variables: str = 'all'):
         self.objective = objective
-        self.names = list(objective.quantizers)
+        self.names = [n for n in objective.quantizers
+                      if variables != 'activations'
+                      or not n.endswith('.weight')]
         self.alpha0 = [alpha0[n] for n in self.names]
 
     def apply(self, u: np.ndarray) -> None:
@@ -100,12 +111,14 @@ class ClipSpace:
 
 
 def joint_search(objective: CalibrationObjective, settings: SearchSettings,
-                 log=None, holdout: Optional[CalibrationObjective] = None
-                 ) -> SearchResult:
+                 log=None, holdout: Optional[CalibrationObjective] = None,
+                 variables: Optional[str] = None) -> SearchResult:
     """Search from the model's current clips; leaves the model at the best
     point found (with ``holdout``: the checkpoint of the lowest held-out
     loss, see the module doc) and returns the record of the search."""
-    space = ClipSpace(objective, objective.clips())
+    variables = variables or settings.variables
+    space = ClipSpace(objective, objective.clips(),
+                      'all' if variables == 'auto' else variables)
     n = len(space.names)
     u0 = np.zeros(n)
     state = dict(best=None, best_u=u0.copy(), history=[])

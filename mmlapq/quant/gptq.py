@@ -29,8 +29,12 @@ class GPTQSettings:
     damp: float = 0.01         # lambda: damp * mean(diag H) on the diagonal
     block_size: int = 128      # columns per lazy update
     act_order: bool = False    # columns by descending diag(H)
+    # Layers with more input columns keep nearest rounding: H is d x d and
+    # its Cholesky O(d^3) (VGG's first FC layer has d = 25088).
+    max_columns: int = 8192
 
     def __post_init__(self):
+        check_type('gptq.max_columns', self.max_columns, int)
         check_type('gptq.damp', self.damp, float)
         check_type('gptq.block_size', self.block_size, int)
         check_type('gptq.act_order', self.act_order, bool)
