@@ -14,7 +14,10 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(REPO, 'configs', 'lapq', 'vgg11bn_fmnist_w4a4.py')
 SMALL = ['test_dataloader.dataset.indices=200', 'test_dataloader.batch_size=50',
          'quantizer.calib.batch_size=16', 'quantizer.init.p_grid=[2.0,3.0,4.0]',
-         'quantizer.search.maxiter=1', 'quantizer.bias_correction=empirical']
+         'quantizer.search.maxiter=1', 'quantizer.bias_correction=empirical',
+         # GPTQ's rounding decisions flip on float noise of the summed
+         # Hessians; its reduction is tested on its own below.
+         'quantizer.rounding.method=nearest']
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -133,3 +136,33 @@ def test_a_failure_on_one_rank_stops_every_rank_with_the_same_line(
     lines = [open(tmp_path / f'{r}.txt').read() for r in range(2)]
     assert lines[0] == lines[1] == ('cannot read checkpoint x.pth (gone): '
                                     'fix (on rank 1 of 2)')
+
+
+def _hessian_worker(rank, port, out_dir):
+    import torch
+    import torch.distributed as torch_dist
+
+    from mmlapq.engine.dist import reduce_tensor_sum
+    from mmlapq.quant.gptq import HessianAccumulator
+    torch_dist.init_process_group(
+        'gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank,
+        world_size=2, timeout=datetime.timedelta(seconds=60))
+    x = torch.randn(6, 4, 7, 7, generator=torch.Generator().manual_seed(0))
+    acc = HessianAccumulator(torch.nn.Conv2d(4, 5, 3, padding=1))
+    acc.add(x[:4] if rank == 0 else x[4:])  # unequal shares
+    torch.save(acc.hessian(reduce_tensor_sum), osp.join(out_dir, f'{rank}.pt'))
+    torch_dist.destroy_process_group()
+
+
+def test_gptq_hessians_sum_over_processes(tmp_path):
+    import torch
+    import torch.multiprocessing as mp
+
+    from mmlapq.quant.gptq import HessianAccumulator
+    mp.spawn(_hessian_worker, args=(free_port(), str(tmp_path)), nprocs=2)
+    x = torch.randn(6, 4, 7, 7, generator=torch.Generator().manual_seed(0))
+    acc = HessianAccumulator(torch.nn.Conv2d(4, 5, 3, padding=1))
+    acc.add(x)
+    for rank in range(2):
+        assert torch.allclose(torch.load(tmp_path / f'{rank}.pt'),
+                              acc.hessian(), rtol=1e-5, atol=1e-6)

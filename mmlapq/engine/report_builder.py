@@ -32,6 +32,7 @@ def build_report(runner, metrics: dict) -> dict:
         quantized=metrics_top(metrics),
         init=init,
         lapq=summary['lapq'],
+        rounding=summary['rounding'],
         calibration=hub.get_info(INFO + 'calib_record'),
         settings=get_quantizer(runner).settings(),
         layers=layer_rows(plans, result.clips, result.init_clips, grids),
