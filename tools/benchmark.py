@@ -1,7 +1,8 @@
 """Benchmarks of LAPQ against layer-wise clipping, and its speed.
 
     # accuracy: methods x bit widths, same FP32 weights and calibration set
-    python tools/benchmark.py [CONFIG] [--methods max l2 l3 aciq lp lapq]
+    python tools/benchmark.py [CONFIG] [--methods max l2 l3 aciq lp lapq
+        gptq lapq_gptq]
         [--bits w8a8 w4a8 w4a4 w3a3 w2a4] [--out DIR] [--quick]
     # speed: one loss evaluation vs. one FP32 forward of the calibration set
     python tools/benchmark.py [CONFIG] --speed
@@ -30,7 +31,8 @@ def parse_args(argv=None):
     p.add_argument('--checkpoint', help='float checkpoint (default: '
                    'load_from of the config)')
     p.add_argument('--methods', nargs='+', help='subset of max l2 l3 aciq '
-                   'lp cd lapq')
+                   'lp cd lapq gptq lapq_gptq (and the orders compared in '
+                   'README: lapq_gptq_after lapq_gptq_before_all)')
     p.add_argument('--bits', nargs='+', help='e.g. w8a8 w4a4 w2a4')
     p.add_argument('--out', help='output folder (default '
                    'work_dirs/benchmark[_quick|_speed])')
