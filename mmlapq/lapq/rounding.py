@@ -1,6 +1,7 @@
 """Loss-aware rounding of a whole quantized model: GPTQ layer after layer in
 execution order, each layer's Hessian from its (quantized) inputs with every
 layer before it already quantized and rounded."""
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional
 
@@ -53,7 +54,6 @@ def apply_gptq(objective: CalibrationObjective,
     its current clip; the layers keep the codes. Layers wider than
     ``settings.max_columns`` keep nearest rounding (logged). Returns the
     seconds per rounded layer name."""
-    import time
     names = {id(q): n.rsplit('.', 1)[0]
              for n, q in objective.quantizers.items()}
     seconds = {}
