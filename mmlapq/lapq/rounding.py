@@ -8,6 +8,7 @@ from typing import Callable, Dict, Optional
 import torch
 
 from ..quant.gptq import GPTQSettings, HessianAccumulator, gptq_codes
+from ..quant.grids import check_choice
 from .objective import CalibrationObjective
 from .sequential import walk_sequential
 
@@ -35,12 +36,8 @@ class RoundingSettings:
     gptq: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.method not in ROUNDING_METHODS:
-            raise ValueError(f'rounding method {self.method!r} is unknown: '
-                             f'use one of {", ".join(ROUNDING_METHODS)}')
-        if self.order not in ROUNDING_ORDERS:
-            raise ValueError(f'rounding order {self.order!r} is unknown: use '
-                             f'one of {", ".join(ROUNDING_ORDERS)}')
+        check_choice('rounding.method', self.method, ROUNDING_METHODS)
+        check_choice('rounding.order', self.order, ROUNDING_ORDERS)
         if not isinstance(self.gptq, dict):
             raise ValueError(f'rounding.gptq={self.gptq!r} must be a dict')
         self.gptq_settings = GPTQSettings(**self.gptq)

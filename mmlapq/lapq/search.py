@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from scipy import optimize
 
-from ..quant.grids import check_type
+from ..quant.grids import check_choice, check_type
 from .objective import CalibrationObjective
 
 SEARCH_METHODS = ('powell', 'coordinate', 'none')
@@ -51,10 +51,7 @@ class SearchSettings:
         if self.method not in SEARCH_METHODS:
             raise ValueError(f'search method {self.method!r} is unknown: use '
                              f'one of {", ".join(SEARCH_METHODS)}')
-        if self.variables not in SEARCH_VARIABLES:
-            raise ValueError(f'search.variables={self.variables!r} is '
-                             f'unknown: use one of '
-                             f'{", ".join(SEARCH_VARIABLES)}')
+        check_choice('search.variables', self.variables, SEARCH_VARIABLES)
         if self.maxiter < 1:
             raise ValueError(f'maxiter={self.maxiter} must be >= 1')
         if self.max_evals is not None and self.max_evals < 1:

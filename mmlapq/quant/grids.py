@@ -45,6 +45,13 @@ def check_type(key: str, value, kind: type) -> None:
                          f'set it like {key.split(".")[-1]}={example}')
 
 
+def check_choice(key: str, value, choices) -> None:
+    """A clear error for a setting outside its allowed values."""
+    if value not in choices:
+        raise ValueError(f'{key}={value!r} is unknown: use one of '
+                         f'{", ".join(map(str, choices))}')
+
+
 @dataclass(frozen=True)
 class Grid:
     """A uniform grid of ``bits`` bits of one ``kind`` (see module doc)."""

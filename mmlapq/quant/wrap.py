@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import torch.nn as nn
 
 from .bn_fold import fold_batch_norms
-from .grids import Grid, check_bits, check_type
+from .grids import Grid, check_bits, check_choice, check_type
 from .qmodules import (ACT_TYPES, QUANT_LAYER_TYPES, QuantAct, QuantConv2d,
                        QuantLinear)
 
@@ -73,11 +73,11 @@ class QuantSettings:
         check_bits(self.a_bits, 'a_bits')
         self.layer_types = tuple(self.layer_types)
         self.include, self.exclude = tuple(self.include), tuple(self.exclude)
-        _check_choice('w_grid', self.w_grid, WEIGHT_GRIDS)
-        _check_choice('first_last', self.first_last, FIRST_LAST_POLICIES)
-        _check_choice('bias_correction', self.bias_correction,
+        check_choice('w_grid', self.w_grid, WEIGHT_GRIDS)
+        check_choice('first_last', self.first_last, FIRST_LAST_POLICIES)
+        check_choice('bias_correction', self.bias_correction,
                       BIAS_CORRECTIONS)
-        _check_choice('act_quant', self.act_quant, ACT_QUANT_PLACES)
+        check_choice('act_quant', self.act_quant, ACT_QUANT_PLACES)
         if self.a_signed not in ('auto', True, False):
             raise ValueError(f"a_signed={self.a_signed!r}: use 'auto', True "
                              'or False')
@@ -104,12 +104,6 @@ class LayerPlan:
     type: str
     w_bits: Optional[int]
     a_bits: Optional[int]
-
-
-def _check_choice(key: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError(f'{key}={value!r} is unknown: use one of '
-                         f'{", ".join(map(str, choices))}')
 
 
 def _bits_or_fp(value: BitsValue, what: str) -> Optional[int]:
