@@ -3,6 +3,7 @@
 Configs name our classes as ``type='mmlapq.X'`` and import the package with
 ``custom_imports = dict(imports=['mmlapq'])``.
 """
+from mmengine.registry import DATA_SAMPLERS as MMENGINE_DATA_SAMPLERS
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
@@ -14,3 +15,5 @@ HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='mmlapq',
                  locations=['mmlapq.engine'])
 TRANSFORMS = Registry('transform', parent=MMENGINE_TRANSFORMS, scope='mmlapq',
                       locations=['mmlapq.datasets'])
+DATA_SAMPLERS = Registry('data sampler', parent=MMENGINE_DATA_SAMPLERS,
+                         scope='mmlapq', locations=['mmlapq.engine'])

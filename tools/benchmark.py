@@ -14,15 +14,11 @@ init by the margin of mmlapq.engine.benchmark.QUICK_GATE, or loses more
 top-1 against FP32 than it allows, or a top-1 is NaN.
 """
 import argparse
-import datetime
-import json
-import os
-import os.path as osp
 import sys
 
+from mmengine.config import DictAction
+
 DEFAULT_CONFIG = 'configs/lapq/vgg11bn_fmnist_w4a4.py'
-QUICK = dict(methods=['max', 'l2', 'lp', 'lapq'], bits=['w4a4', 'w3a3'],
-             calib_images=128, test_images=1000, max_evals=120)
 
 
 def parse_args(argv=None):
@@ -48,123 +44,33 @@ def parse_args(argv=None):
                    help='format of the plots in OUT/plots (svg for docs/)')
     p.add_argument('--no-surface', action='store_true',
                    help='skip the 2-D loss surface plot')
-    from mmengine.config import DictAction
     p.add_argument('--cfg-options', nargs='+', action=DictAction,
                    help='override config keys, e.g. quantizer.w_bits=3')
     return p.parse_args(argv)
 
 
-def markdown(rows, header: dict) -> str:
-    lines = [f"# Benchmark: {header['config']}", '',
-             f"checkpoint `{header['checkpoint']}`; calibration "
-             f"{header['calib_images']} images (training split); test "
-             f"{header['test_images']} images; {header['env']['device']}; "
-             f"torch {header['env']['torch']}, mmcls {header['env']['mmcls']}"
-             f", mmengine {header['env']['mmengine']}, mmlapq "
-             f"{header['env']['mmlapq']}; {header['env']['date']}", '',
-             '| W/A | method | top-1 | top-5 | calib loss | p | evals | '
-             'seconds |', '|---|---|---|---|---|---|---|---|']
-    for r in rows:
-        wa = 'FP32' if r['method'] == 'fp32' else f"W{r['w_bits']}A{r['a_bits']}"
-        fmt = (lambda v, d=2: '-' if v is None else f'{v:.{d}f}')
-        lines.append(f"| {wa} | {r['method']} | {fmt(r['top1'])} | "
-                     f"{fmt(r.get('top5'))} | {fmt(r['calib_loss'], 4)} | "
-                     f"{fmt(r.get('p'))} | {r['func_evals']} | "
-                     f"{r['seconds']:.1f} |")
-    return '\n'.join(lines) + '\n'
-
-
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    from mmengine.config import Config
-
-    from mmlapq.engine.quantizer import tf32_mode
-    if not osp.isfile(args.config):
-        print(f'error: config {args.config} does not exist', file=sys.stderr)
-        return 1
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    # Every stage under the config's TF32 setting, as in tools/quantize.py.
-    with tf32_mode(cfg.quantizer.get('allow_tf32', False)):
-        return run(args, cfg)
-
-
-def run(args, cfg) -> int:
-    from mmengine.logging import MMLogger
-    from mmengine.registry import init_default_scope
-
-    import mmlapq  # noqa: F401
+    import mmlapq  # noqa: F401 - registers the quantizer
     from mmlapq.engine import LAPQError
-    from mmlapq.engine import benchmark as bm
-    from mmlapq.report import collect_env, plot_loss_surface
-    init_default_scope(cfg.get('default_scope', 'mmcls'))
-    logger = MMLogger.get_instance('mmlapq_benchmark', log_level='INFO')
-    kind = 'speed' if args.speed else ('quick' if args.quick else 'full')
-    out = args.out or osp.join('work_dirs', 'benchmark' + (
-        '' if kind == 'full' else f'_{kind}'))
-    checkpoint = args.checkpoint or cfg.get('load_from')
+    from mmlapq.engine.benchmark import BenchmarkOptions, run_benchmark
+    from mmlapq.engine.config import load_config
+    args = parse_args(argv)
+    opts = BenchmarkOptions(
+        config=args.config, checkpoint=args.checkpoint,
+        kind='speed' if args.speed else 'quick' if args.quick else 'full',
+        methods=args.methods, bits=args.bits, out=args.out,
+        calib_images=args.calib_images, test_images=args.test_images,
+        max_evals=args.max_evals, plot_format=args.plot_format,
+        surface=not args.no_surface)
     try:
-        methods = args.methods or (QUICK['methods'] if args.quick
-                                   else list(bm.DEFAULT_METHODS))
-        unknown = [m for m in methods if m not in bm.METHODS]
-        if unknown:
-            raise LAPQError(f'unknown methods {unknown}: use '
-                            f'{", ".join(bm.METHODS)}')
-        bits = [bm.parse_bits(b) for b in (args.bits or (
-            QUICK['bits'] if args.quick else list(bm.DEFAULT_BITS)))]
-        model = bm.build_float_model(cfg, checkpoint)
-        calib_images = args.calib_images or (QUICK['calib_images']
-                                             if args.quick else None)
-        calib, record = bm.calibration(cfg, model, calib_images, logger)
-        os.makedirs(out, exist_ok=True)
-        if args.speed:
-            res = bm.speed_benchmark(cfg, model, calib,
-                                     max_evals=args.max_evals, logger=logger)
-            res['env'] = collect_env()
-            with open(osp.join(out, 'speed.json'), 'w') as f:
-                json.dump(res, f, indent=2)
-            print(f"W{res['w_bits']}A{res['a_bits']}, {res['num_images']} "
-                  f"calibration images: FP32 forward "
-                  f"{res['fp32_forward_s']:.3f} s, loss evaluation "
-                  f"{res['eval_s']:.3f} s (mean of {res['func_evals']} "
-                  f"Powell-phase evaluations, channels_last="
-                  f"{res['channels_last']})")
-            print(f"eval_cost_ratio: {res['eval_cost_ratio']:.3f}")
-            return 0
-        test_images = args.test_images or (QUICK['test_images']
-                                           if args.quick else None)
-        test = bm.test_tensors(cfg, model, test_images)
-        max_evals = args.max_evals or (QUICK['max_evals'] if args.quick
-                                       else None)
-        plot_dir = osp.join(out, 'plots')
-        rows = bm.methods_benchmark(cfg, model, calib, test, methods, bits,
-                                    max_evals, logger, plot_dir,
-                                    args.plot_format)
-        surfaces = []
-        if not args.quick and not args.no_surface:
-            surfaces = [bm.loss_surface(cfg, model, calib, b, logger=logger)
-                        for b in (4, 2)]
-            plot_loss_surface(surfaces, osp.join(
-                plot_dir, f'loss_surface.{args.plot_format}'))
+        out = run_benchmark(load_config(args.config, args.cfg_options), opts)
     except LAPQError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
-    header = dict(config=args.config, checkpoint=checkpoint,
-                  calib_images=calib.num_images, test_images=test.num_images,
-                  calibration=record, env=collect_env(),
-                  max_evals=max_evals, kind=kind,
-                  date=datetime.date.today().isoformat())
-    with open(osp.join(out, 'benchmark.json'), 'w') as f:
-        json.dump(dict(header, rows=rows, surfaces=surfaces), f, indent=2)
-    table = markdown(rows, header)
-    with open(osp.join(out, 'benchmark.md'), 'w') as f:
-        f.write(table)
-    print(table)
-    problems = bm.quick_gate(rows) if args.quick else []
-    for p in problems:
-        print(f'benchmark check failed: {p}', file=sys.stderr)
-    return 1 if problems else 0
+    print(out['text'])
+    for problem in out['problems']:
+        print(f'benchmark check failed: {problem}', file=sys.stderr)
+    return 1 if out['problems'] else 0
 
 
 if __name__ == '__main__':

@@ -12,6 +12,8 @@ import sys
 
 import torch
 
+from mmlapq.fileio import atomic_write
+
 
 def sha256(path: str) -> str:
     h = hashlib.sha256()
@@ -45,9 +47,8 @@ def main(argv=None) -> int:
                       source=os.path.basename(args.src),
                       storage='float16' if args.half else 'float32')
     os.makedirs(os.path.dirname(os.path.abspath(args.dst)), exist_ok=True)
-    tmp = args.dst + '.partial'
-    torch.save(dict(state_dict=out, meta=plain_meta), tmp)
-    os.replace(tmp, args.dst)
+    atomic_write(args.dst, lambda tmp: torch.save(
+        dict(state_dict=out, meta=plain_meta), tmp))
     size = os.path.getsize(args.dst) / 2**20
     print(f'{args.dst}: {size:.1f} MiB, sha256 {sha256(args.dst)}')
     return 0

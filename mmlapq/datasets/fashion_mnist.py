@@ -1,9 +1,10 @@
 """Put Debian's Fashion-MNIST files where mmcls's FashionMNIST reads them."""
 import gzip
-import os
 import shutil
 from pathlib import Path
 from typing import Union
+
+from ..fileio import atomic_write
 
 DEBIAN_DIR = Path('/usr/share/datasets/fashion-mnist')
 FMNIST_FILES = ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte',
@@ -30,11 +31,12 @@ def prepare_fashion_mnist(out_dir: Union[str, Path] = 'data/fashion_mnist',
         target = out_dir / name
         if target.is_file():
             continue
-        # Write to a temporary name first so an interrupted copy never looks
-        # like a complete file to mmcls.
-        partial = out_dir / f'{name}.partial'
-        with gzip.open(source_dir / f'{name}.gz', 'rb') as src, \
-                open(partial, 'wb') as dst:
-            shutil.copyfileobj(src, dst)
-        os.replace(partial, target)
+        # An interrupted copy never looks like a complete file to mmcls.
+        atomic_write(str(target), lambda tmp, name=name: _gunzip(
+            source_dir / f'{name}.gz', tmp))
     return out_dir
+
+
+def _gunzip(src: Path, dst: str) -> None:
+    with gzip.open(src, 'rb') as fin, open(dst, 'wb') as fout:
+        shutil.copyfileobj(fin, fout)

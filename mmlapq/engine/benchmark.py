@@ -9,8 +9,12 @@
   with mmcls's Accuracy.
 """
 import copy
+import datetime
 import logging
+import os
+import os.path as osp
 import time
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -18,10 +22,16 @@ import torch.nn as nn
 
 from ..lapq import CalibrationSet
 from ..registry import MODELS as LAPQ_MODELS
-from ..report import plot_run
+from ..report import benchmark_markdown, plot_loss_surface, plot_run
 from .calibration import build_calibration_set
 from .chain import classifier_logits
-from .checkpoint import load_state_dict_strict, read_state_dict
+from .checkpoint import load_float_checkpoint
+from .env import collect_run_env
+from .errors import LAPQError
+from .evaluation import evaluate, metrics_top
+from .report_builder import dump_json
+from .run_state import unwrap
+from .tf32 import tf32_mode
 
 # name -> (init overrides, search overrides, rounding overrides)
 _NEAREST = dict(method='nearest')
@@ -64,51 +74,26 @@ def parse_bits(text: str) -> Tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-def build_float_model(cfg, checkpoint: Optional[str] = None,
-                      device: str = 'cpu') -> nn.Module:
-    """The config's classifier (with its data_preprocessor), loaded strictly
-    from ``checkpoint`` when given."""
-    from mmengine.registry import MODELS
-    model_cfg = copy.deepcopy(cfg.model)
-    model_cfg.setdefault('data_preprocessor', cfg.get('data_preprocessor'))
-    model = MODELS.build(model_cfg)
+def build_runner(cfg, work_dir: str, checkpoint: Optional[str],
+                 test_images: Optional[int] = None):
+    """An mmengine Runner of ``cfg`` for the benchmark: its float model
+    loaded strictly from ``checkpoint``, its test dataloader (the first
+    ``test_images`` images) and evaluator; the LAPQ hooks left out."""
+    from mmengine.runner import Runner
+    cfg = copy.deepcopy(cfg)
+    cfg.work_dir, cfg.load_from, cfg.custom_hooks = work_dir, None, []
+    if test_images is not None:
+        cfg.test_dataloader.dataset.indices = int(test_images)
+    runner = Runner.from_cfg(cfg)
     if checkpoint:
-        load_state_dict_strict(model, read_state_dict(checkpoint), checkpoint)
-    return model.to(device).eval()
+        load_float_checkpoint(unwrap(runner.model), checkpoint)
+    unwrap(runner.model).eval()
+    return runner
 
 
-def test_tensors(cfg, model: nn.Module, limit: Optional[int] = None,
-                 batch_size: int = 500) -> CalibrationSet:
-    """The test set, preprocessed once (first ``limit`` images)."""
-    from mmengine.dataset import pseudo_collate
-    from mmengine.registry import DATASETS
-    dataset = DATASETS.build(copy.deepcopy(cfg.test_dataloader['dataset']))
-    count = len(dataset) if limit is None else min(limit, len(dataset))
-    inputs, labels = [], []
-    with torch.no_grad():
-        for start in range(0, count, batch_size):
-            batch = pseudo_collate([dataset[i] for i in
-                                    range(start, min(start + batch_size,
-                                                     count))])
-            data = model.data_preprocessor(batch, False)
-            inputs.append(data['inputs'])
-            labels.append(torch.cat([s.gt_label.label
-                                     for s in data['data_samples']]))
-    return CalibrationSet(inputs, labels)
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, data: CalibrationSet) -> Dict[str, float]:
-    """top-1 / top-5 (percent) with mmcls's Accuracy."""
-    from mmcls.evaluation import Accuracy
-    model.eval()
-    logits = torch.cat([classifier_logits(model, x) for x in data.inputs])
-    target = torch.cat(data.labels)
-    topk = (1, 5) if logits.shape[1] >= 5 else (1, )
-    values = Accuracy.calculate(logits, target, topk=topk)
-    out = {f'top{k}': float(v[0]) for k, v in zip(topk, values)}
-    out.setdefault('top5', None)
-    return out
+def accuracy(runner, model: nn.Module, what: str) -> Dict[str, float]:
+    """top-1 / top-5 (percent) of ``model`` with the runner's evaluator."""
+    return metrics_top(evaluate(runner, what, model))
 
 
 def make_quantizer(quantizer_cfg: dict, method: str, w_bits: int,
@@ -162,12 +147,12 @@ def speed_benchmark(cfg, float_model: nn.Module, calib: CalibrationSet,
                 func_evals=result.search.func_evals,
                 num_images=calib.num_images,
                 w_bits=quantizer.quant.w_bits, a_bits=quantizer.quant.a_bits,
-                channels_last=quantizer.channels_last,
+                channels_last=quantizer.state.channels_last,
                 eval_cost_ratio=per_eval / fp32)
 
 
-def methods_benchmark(cfg, float_model: nn.Module, calib: CalibrationSet,
-                      test: CalibrationSet, methods: Sequence[str],
+def methods_benchmark(cfg, runner, calib: CalibrationSet,
+                      methods: Sequence[str],
                       bits: Sequence[Tuple[int, int]],
                       max_evals: Optional[int] = None,
                       logger: Optional[logging.Logger] = None,
@@ -175,9 +160,11 @@ def methods_benchmark(cfg, float_model: nn.Module, calib: CalibrationSet,
                       plot_format: str = 'png') -> List[dict]:
     """One row per (bit width, method), all from ``float_model`` and the same
     calibration set; with ``plot_dir``, the plots of each LAPQ run go there
-    as w{W}a{A}_p_sweep, _search_loss and _clips."""
+    as w{W}a{A}_p_sweep, _search_loss and _clips. Every model is scored
+    with the runner's test dataloader and evaluator."""
+    float_model = unwrap(runner.model)
     rows = [dict(method='fp32', w_bits=32, a_bits=32,
-                 **accuracy(float_model, test), calib_loss=None,
+                 **accuracy(runner, float_model, 'FP32'), calib_loss=None,
                  func_evals=0, seconds=0.0)]
     from ..quant import clips_applied
 
@@ -194,8 +181,9 @@ def methods_benchmark(cfg, float_model: nn.Module, calib: CalibrationSet,
             t0 = time.perf_counter()
             _, result = quantizer.quantize(model, calib, logger)
             seconds = time.perf_counter() - t0
+            name = f'W{w_bits}A{a_bits} {method}'
             row = dict(method=method, w_bits=w_bits, a_bits=a_bits,
-                       **accuracy(model, test),
+                       **accuracy(runner, model, name),
                        calib_loss=result.final_loss,
                        init_calib_loss=result.init_loss,
                        p=result.p_star, func_evals=result.func_evals,
@@ -206,7 +194,8 @@ def methods_benchmark(cfg, float_model: nn.Module, calib: CalibrationSet,
                          plot_format)
             if method == 'lapq' and lp_from_lapq:
                 with clips_applied(model, result.init_clips):
-                    lp_accuracy = accuracy(model, test)
+                    lp_accuracy = accuracy(runner, model,
+                                           f'W{w_bits}A{a_bits} lp')
                 rows.insert(len(rows) - 1, dict(
                     method='lp', w_bits=w_bits, a_bits=a_bits,
                     **lp_accuracy, calib_loss=result.init_loss,
@@ -295,3 +284,99 @@ def quick_gate(rows: List[dict]) -> List[str]:
         for r in rows)]
     problems += [f'W{w}A{a} lapq: no row to check' for w, a in missing]
     return problems
+
+
+# What ``--quick`` runs (the CI job): a small grid on a slice of the data.
+QUICK = dict(methods=['max', 'l2', 'lp', 'lapq'], bits=['w4a4', 'w3a3'],
+             calib_images=128, test_images=1000, max_evals=120)
+
+
+@dataclass
+class BenchmarkOptions:
+    """What ``tools/benchmark.py`` asked for (None: the kind's default)."""
+    config: str
+    kind: str = 'full'  # 'full' | 'quick' | 'speed'
+    checkpoint: Optional[str] = None
+    methods: Optional[List[str]] = None
+    bits: Optional[List[str]] = None
+    out: Optional[str] = None
+    calib_images: Optional[int] = None
+    test_images: Optional[int] = None
+    max_evals: Optional[int] = None
+    plot_format: str = 'png'
+    surface: bool = True
+    defaults: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.defaults = QUICK if self.kind == 'quick' else dict(
+            methods=list(DEFAULT_METHODS), bits=list(DEFAULT_BITS))
+        self.out = self.out or osp.join('work_dirs', 'benchmark' + (
+            '' if self.kind == 'full' else f'_{self.kind}'))
+
+    def get(self, name: str):
+        value = getattr(self, name)
+        return self.defaults.get(name) if value is None else value
+
+
+def run_benchmark(cfg, opts: BenchmarkOptions) -> dict:
+    """Run the benchmark ``opts`` asks for on ``cfg``, under the config's
+    TF32 setting, and write its files into ``opts.out``. Returns what the
+    tool prints: ``text`` and, for the quick kind, the gate's ``problems``.
+    """
+    from mmengine.logging import MMLogger
+    from mmengine.registry import init_default_scope
+    init_default_scope(cfg.get('default_scope', 'mmcls'))
+    logger = MMLogger.get_instance('mmlapq_benchmark', log_level='INFO')
+    methods = opts.get('methods')
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise LAPQError(f'unknown methods {unknown}: use '
+                        f'{", ".join(METHODS)}')
+    bits = [parse_bits(b) for b in opts.get('bits')]
+    checkpoint = opts.checkpoint or cfg.get('load_from')
+    with tf32_mode(cfg.quantizer.get('allow_tf32', False)):
+        runner = build_runner(cfg, opts.out, checkpoint,
+                              opts.get('test_images'))
+        model = unwrap(runner.model)
+        calib, record = calibration(cfg, model, opts.get('calib_images'),
+                                    logger)
+        if opts.kind == 'speed':
+            return _speed(cfg, model, calib, opts, logger)
+        rows = methods_benchmark(cfg, runner, calib, methods, bits,
+                                 opts.get('max_evals'), logger,
+                                 osp.join(opts.out, 'plots'),
+                                 opts.plot_format)
+        surfaces = []
+        if opts.kind == 'full' and opts.surface:
+            surfaces = [loss_surface(cfg, model, calib, b, logger=logger)
+                        for b in (4, 2)]
+            plot_loss_surface(surfaces, osp.join(
+                opts.out, 'plots', f'loss_surface.{opts.plot_format}'))
+    header = dict(config=opts.config, checkpoint=checkpoint,
+                  calib_images=calib.num_images,
+                  test_images=len(runner.test_loop.dataloader.dataset),
+                  calibration=record, env=collect_run_env(),
+                  max_evals=opts.get('max_evals'), kind=opts.kind,
+                  date=datetime.date.today().isoformat())
+    dump_json(dict(header, rows=rows, surfaces=surfaces),
+              osp.join(opts.out, 'benchmark.json'))
+    table = benchmark_markdown(rows, header)
+    from ..fileio import write_text
+    write_text(osp.join(opts.out, 'benchmark.md'), table)
+    return dict(text=table,
+                problems=quick_gate(rows) if opts.kind == 'quick' else [])
+
+
+def _speed(cfg, model, calib, opts: BenchmarkOptions, logger) -> dict:
+    res = speed_benchmark(cfg, model, calib, max_evals=opts.max_evals,
+                          logger=logger)
+    res['env'] = collect_run_env()
+    os.makedirs(opts.out, exist_ok=True)
+    dump_json(res, osp.join(opts.out, 'speed.json'))
+    text = (f"W{res['w_bits']}A{res['a_bits']}, {res['num_images']} "
+            f"calibration images: FP32 forward {res['fp32_forward_s']:.3f} "
+            f"s, loss evaluation {res['eval_s']:.3f} s (mean of "
+            f"{res['func_evals']} Powell-phase evaluations, channels_last="
+            f"{res['channels_last']})\n"
+            f"eval_cost_ratio: {res['eval_cost_ratio']:.3f}")
+    return dict(text=text, problems=[])

@@ -11,13 +11,14 @@ evenly instead, see ``rank_share``).
 """
 import copy
 import logging
-from typing import List, Optional, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Sampler
 
 from ..lapq.calib import CalibrationSet
+from ..registry import DATA_SAMPLERS
 from .errors import LAPQError
 
 
@@ -84,16 +85,34 @@ def choose_holdout(dataset_len: int, calib_indices: np.ndarray,
     return np.sort(rng.choice(rest, count, replace=False))
 
 
-def _load(dataset, indices, batch_size: int, model: torch.nn.Module,
-          num_workers: int) -> CalibrationSet:
-    """The images ``indices`` of ``dataset``, preprocessed by the model's
-    data preprocessor, in batches."""
-    from mmengine.dataset import pseudo_collate
+@DATA_SAMPLERS.register_module()
+class RankShareSampler(Sampler):
+    """The images of this process among ``indices``: every world_size-th
+    batch (see :func:`rank_share`), in order. For mmengine's
+    ``Runner.build_dataloader(dict(sampler=dict(type=
+    'mmlapq.RankShareSampler', indices=..., batch_size=...), ...))``."""
 
+    def __init__(self, dataset, indices: Sequence[int], batch_size: int,
+                 seed: Optional[int] = None, rank: Optional[int] = None,
+                 world_size: Optional[int] = None):
+        from mmengine.dist import get_dist_info
+        own_rank, own_world = get_dist_info()
+        self.indices = rank_share(
+            np.asarray(indices), batch_size,
+            own_rank if rank is None else rank,
+            own_world if world_size is None else world_size)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def preprocess_batches(loader, model: torch.nn.Module) -> CalibrationSet:
+    """Every batch of ``loader`` through the model's data preprocessor:
+    inputs and labels on the model's device."""
     from .data_checks import reading_data
-    loader = DataLoader(Subset(dataset, indices), batch_size=batch_size,
-                        shuffle=False, collate_fn=pseudo_collate,
-                        num_workers=min(num_workers, 4))
     inputs, labels = [], []
     with torch.no_grad(), reading_data():
         for batch in loader:
@@ -105,22 +124,41 @@ def _load(dataset, indices, batch_size: int, model: torch.nn.Module,
     return CalibrationSet(inputs, labels)
 
 
+def _load(dataset, indices: np.ndarray, batch_size: int,
+          model: torch.nn.Module, num_workers: int, rank: int,
+          world_size: int) -> CalibrationSet:
+    """This process's share of the images ``indices`` of ``dataset``,
+    preprocessed, in batches."""
+    from mmengine.runner import Runner
+    loader = Runner.build_dataloader(dict(
+        dataset=dataset, batch_size=batch_size,
+        num_workers=min(num_workers, 4), persistent_workers=False,
+        sampler=dict(type='mmlapq.RankShareSampler',
+                     indices=[int(i) for i in indices],
+                     batch_size=batch_size, rank=rank,
+                     world_size=world_size),
+        collate_fn=dict(type='pseudo_collate')))
+    return preprocess_batches(loader, model)
+
+
 def build_calibration_set(cfg, model: torch.nn.Module, num_images: int,
                           seed: int, batch_size: int,
                           logger: Optional[logging.Logger] = None,
                           rank: int = 0, world_size: int = 1,
-                          holdout_images: int = 0
+                          holdout_images: int = 0, dataset=None
                           ) -> Tuple[CalibrationSet, dict]:
     """Preprocessed calibration tensors on the model's device (with
     ``holdout_images`` held-out images in ``.holdout``), and a record of
-    where they came from."""
+    where they came from. ``dataset``: the calibration dataset when already
+    built (by the data checks)."""
     from .data_checks import build_dataset
     dataset_cfg, loader_kwargs, source = calibration_dataset_cfg(cfg)
-    dataset = build_dataset(dataset_cfg, 'calibration')
+    if dataset is None:
+        dataset = build_dataset(dataset_cfg, 'calibration')
     indices = choose_indices(len(dataset), num_images, seed)
-    mine = rank_share(indices, batch_size, rank, world_size)
     workers = loader_kwargs['num_workers']
-    calib = _load(dataset, mine, batch_size, model, workers)
+    calib = _load(dataset, indices, batch_size, model, workers, rank,
+                  world_size)
     record = dict(num_images=int(num_images), seed=int(seed), source=source,
                   batch_size=int(batch_size),
                   dataset=dataset_cfg.get('type', ''),
@@ -129,13 +167,12 @@ def build_calibration_set(cfg, model: torch.nn.Module, num_images: int,
     held = choose_holdout(len(dataset), indices, holdout_images, seed) \
         if holdout_images else np.zeros(0, int)
     if len(held) >= world_size:
-        calib.holdout = _load(dataset, rank_share(held, batch_size, rank,
-                                                  world_size),
-                              batch_size, model, workers)
+        calib.holdout = _load(dataset, held, batch_size, model, workers,
+                              rank, world_size)
         record['holdout_images'] = int(len(held))
     if logger:
         logger.info(f'calibration set: {num_images} images from the {source}'
-                    f' (seed {seed}), {len(mine)} on this process, input '
-                    f'shape {tuple(calib.inputs[0].shape[1:])}; held-out '
+                    f' (seed {seed}), {calib.num_images} on this process, '
+                    f'input shape {tuple(calib.inputs[0].shape[1:])}; held-out '
                     f"images for the search's guard: {len(held)}")
     return calib, record

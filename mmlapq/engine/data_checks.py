@@ -108,15 +108,19 @@ def model_num_classes(cfg) -> Optional[int]:
     return None
 
 
-def check_datasets(cfg, quantize: bool = True) -> None:
+def check_datasets(cfg, quantize: bool = True):
     """Build the test dataset (and the calibration one when quantizing) as
-    the run will, and check them: images listed, labels in range."""
+    the run will, and check them: images listed, labels in range. Returns
+    the calibration dataset (None when not quantizing), for the run to use
+    instead of building it again."""
     from .calibration import calibration_dataset_cfg
     num_classes = model_num_classes(cfg)
     test_cfg = cfg.test_dataloader['dataset']
     check_labels(build_dataset(test_cfg, 'test'), num_classes, 'test',
                  test_cfg)
-    if quantize:
-        calib_cfg, _, _ = calibration_dataset_cfg(cfg)
-        check_labels(build_dataset(calib_cfg, 'calibration'), num_classes,
-                     'calibration', calib_cfg)
+    if not quantize:
+        return None
+    calib_cfg, _, _ = calibration_dataset_cfg(cfg)
+    dataset = build_dataset(calib_cfg, 'calibration')
+    check_labels(dataset, num_classes, 'calibration', calib_cfg)
+    return dataset

@@ -8,9 +8,8 @@
         calib=dict(num_images=512, seed=0, batch_size=64))
 """
 import logging
-from contextlib import contextmanager
 from dataclasses import asdict
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -18,11 +17,12 @@ import torch.nn as nn
 from ..lapq import (CalibrationObjective, CalibrationSet, InitSettings,
                     LapqResult, RoundingSettings, SearchSettings, run_lapq)
 from ..quant.grids import check_type
-from ..quant import (Grid, LayerPlan, QuantSettings, quant_layers,
-                     quantize_model, quantizers)
+from ..quant import QuantSettings, quantize_model, quantizers
 from ..registry import MODELS
 from .chain import build_chain
 from .errors import LAPQError
+from .run_state import RunState
+from .tf32 import tf32_mode
 
 # holdout_images: drawn (seed + 1) from the same source, never calibrated
 # on; the search's guard against fitting the calibration images. 0: off.
@@ -38,28 +38,6 @@ def to_builtin(obj):
     if isinstance(obj, (list, tuple)):
         return [to_builtin(v) for v in obj]
     return obj
-
-
-def tf32_flags() -> dict:
-    """The TF32 switches in force (they go into the report)."""
-    return dict(cuda_matmul=torch.backends.cuda.matmul.allow_tf32,
-                cudnn=torch.backends.cudnn.allow_tf32)
-
-
-@contextmanager
-def tf32_mode(allow: bool):
-    """Set both TF32 switches to ``allow`` inside the block (no-ops on a
-    CPU). Every stage of a run goes through it, so the reported FP32 and
-    quantized top-1 and the search use the same arithmetic; off by default,
-    since Powell is sensitive to noise in the loss."""
-    old = tf32_flags()
-    torch.backends.cuda.matmul.allow_tf32 = bool(allow)
-    torch.backends.cudnn.allow_tf32 = bool(allow)
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = old['cuda_matmul']
-        torch.backends.cudnn.allow_tf32 = old['cudnn']
 
 
 @MODELS.register_module()
@@ -130,15 +108,23 @@ class LAPQQuantizer:
         self.cache_bytes = int(cache_bytes)
         self.allow_tf32 = allow_tf32
         self.channels_last = bool(channels_last)
+        self.state = RunState()  # what this run makes, stage by stage
 
     def prepare(self, model: nn.Module, probe: torch.Tensor) -> nn.Module:
         """Put the model in the memory format of the run (idempotent).
 
-        A model whose forward cannot run channels-last (mmcls's ImageNet
-        VGG flattens with ``view``) is left contiguous, and the setting
-        records that."""
-        if not self.channels_last:
-            return model
+        Channels-last when the config asks for it and the model's forward
+        can run that way (mmcls's ImageNet VGG flattens with ``view`` and
+        cannot); ``state.channels_last`` records the choice."""
+        if self.state.channels_last is None:
+            self.state.channels_last = self.channels_last and \
+                self._runs_channels_last(model, probe)
+        model.to(memory_format=torch.channels_last
+                 if self.state.channels_last else torch.contiguous_format)
+        return model
+
+    @staticmethod
+    def _runs_channels_last(model: nn.Module, probe: torch.Tensor) -> bool:
         model.to(memory_format=torch.channels_last)
         # The probe runs in eval mode: in train mode it would move the BN
         # running statistics towards the two probe images.
@@ -149,14 +135,14 @@ class LAPQQuantizer:
                 model(probe[:2].contiguous(memory_format=torch.channels_last),
                       mode='tensor')
         except RuntimeError:
-            model.to(memory_format=torch.contiguous_format)
-            self.channels_last = False
+            return False
         finally:
             model.train(was_training)  # mmcls's VGG.train returns None
-        return model
+        return True
 
     def prepare_calibration(self, calib: CalibrationSet) -> CalibrationSet:
-        if not self.channels_last:
+        """The calibration tensors in the memory format of the run."""
+        if not self.state.channels_last:
             return calib
         return CalibrationSet(
             [x.contiguous(memory_format=torch.channels_last)
@@ -216,44 +202,3 @@ class LAPQQuantizer:
         except NonFiniteLossError as exc:
             raise LAPQError(str(exc)) from None
         return plans, result
-
-
-def quantized_state(model: nn.Module, quantizer: LAPQQuantizer,
-                    plans) -> dict:
-    """What reloads a quantized model: settings, plan, clips, grids and
-    empirical bias shifts (the float weights go in the state_dict)."""
-    layers = quant_layers(model)
-    return dict(
-        settings=quantizer.settings(),
-        plans=[asdict(p) for p in plans],
-        clips={n: q.alpha.cpu() for n, q in quantizers(model).items()},
-        grids={n: q.grid.kind for n, q in quantizers(model).items()},
-        bias_shift={n: m.bias_shift.cpu() for n, m in layers.items()
-                    if m.bias_shift is not None},
-        # GPTQ's chosen integer levels (at most 8 bits: int8 holds them)
-        weight_codes={n: m.weight_codes.to(torch.int16).cpu()
-                      for n, m in layers.items()
-                      if getattr(m, 'weight_codes', None) is not None})
-
-
-def apply_quantized_state(model: nn.Module, state_dict: Dict[str, object],
-                          lapq_state: dict) -> list:
-    """Rebuild a quantized model from a float model of the same config."""
-    from .checkpoint import load_state_dict_strict
-    settings = lapq_state['settings']
-    quant = QuantSettings(**settings['quant'])
-    plans = quantize_model(model, quant)
-    load_state_dict_strict(model, state_dict, 'the quantized checkpoint')
-    qs = quantizers(model)
-    if set(qs) != set(lapq_state['clips']):
-        raise LAPQError('the quantized checkpoint was made for other layers: '
-                        'use it with the config it was made with')
-    for name, q in qs.items():
-        q.set_grid(Grid(q.bits, lapq_state['grids'][name]))
-        q.set_alpha(lapq_state['clips'][name])
-    layers = quant_layers(model)
-    for name, shift in lapq_state.get('bias_shift', {}).items():
-        layers[name].bias_shift = shift.to(layers[name].weight.device)
-    for name, codes in lapq_state.get('weight_codes', {}).items():
-        layers[name].set_weight_codes(codes.float())
-    return [LayerPlan(**p) for p in lapq_state['plans']] or plans

@@ -1,44 +1,54 @@
-"""Assemble the run report from what the hooks left in the message hub, and
-write every output file of a run into the work dir."""
+"""The run report, assembled from the run's state, and every output file of
+a run written into the work dir."""
 import os.path as osp
 
+from ..fileio import atomic_write
 from ..quant import quantizers
-from ..report import (collect_env, layer_rows, plot_run, summary_table,
-                      write_json, write_markdown)
-from .quantizer import tf32_flags
-from .hooks import (INFO, get_quantizer, metrics_top,
-                    save_quantized_checkpoint, unwrap)
+from ..report import layer_rows, plot_run, summary_table, write_markdown
+from .env import collect_run_env
+from .evaluation import metrics_top
+from .quantized_checkpoint import (QUANTIZED_CHECKPOINT,
+                                   save_quantized_checkpoint)
+from .run_state import quantizer_of, unwrap
+from .tf32 import tf32_flags
 
 REPORT_JSON, REPORT_MD = 'lapq_report.json', 'lapq_report.md'
 
 
+def dump_json(obj, path: str) -> None:
+    """``obj`` as indented JSON (mmengine.dump), written atomically."""
+    import mmengine
+    atomic_write(path, lambda tmp: mmengine.dump(obj, tmp, indent=2))
+
+
 def build_report(runner, metrics: dict) -> dict:
-    hub = runner.message_hub
-    result = hub.get_info(INFO + 'result')
-    plans = hub.get_info(INFO + 'plans')
-    model = unwrap(runner.model)
+    from mmengine import dist
+    quantizer = quantizer_of(runner)
+    state = quantizer.state
+    result, model = state.result, unwrap(runner.model)
     summary = result.summary()
     grids = {n: q.grid.kind for n, q in quantizers(model).items()}
     device = next(model.parameters()).device
-    init = dict(summary['init'], **metrics_top(
-        hub.get_info(INFO + 'init_metrics')), seconds=result.seconds['init'])
-    from mmengine import dist
+    init = dict(summary['init'], **metrics_top(state.init_metrics),
+                seconds=result.seconds['init'])
     return dict(
         config=runner.cfg.filename,
         world_size=dist.get_world_size(),
-        checkpoint=hub.get_info(INFO + 'checkpoint'),
-        fp32=dict(metrics_top(hub.get_info(INFO + 'fp32')),
+        checkpoint=state.checkpoint,
+        fp32=dict(metrics_top(state.fp32_metrics),
                   calib_loss=summary['fp32_calib_loss']),
         quantized=metrics_top(metrics),
         init=init,
         lapq=summary['lapq'],
         rounding=summary['rounding'],
-        calibration=hub.get_info(INFO + 'calib_record'),
-        settings=get_quantizer(runner).settings(),
-        layers=layer_rows(plans, result.clips, result.init_clips, grids),
+        calibration=state.calib_record,
+        settings=quantizer.settings(),
+        channels_last=bool(state.channels_last),
+        layers=layer_rows(state.plans, result.clips, result.init_clips,
+                          grids),
         seconds=result.seconds,
         metrics=dict(metrics or {}),
-        env=dict(collect_env(device), tf32=tf32_flags()))
+        env=dict(collect_run_env(device), tf32=tf32_flags()))
 
 
 def write_run_outputs(runner, report: dict, save_checkpoint: bool = True,
@@ -46,16 +56,18 @@ def write_run_outputs(runner, report: dict, save_checkpoint: bool = True,
     """Plots, checkpoint, markdown, then the json last (its presence means
     the run finished). Returns the paths and the summary table."""
     work_dir = runner.work_dir
-    result = runner.message_hub.get_info(INFO + 'result')
+    quantizer = quantizer_of(runner)
     files = dict(table=summary_table(report))
     if plots:
-        files['plots'] = plot_run(result, osp.join(work_dir, 'plots'))
+        files['plots'] = plot_run(quantizer.state.result,
+                                  osp.join(work_dir, 'plots'))
     if save_checkpoint:
         files['checkpoint'] = save_quantized_checkpoint(
-            runner, osp.join(work_dir, 'lapq_quantized.pth'))
+            unwrap(runner.model), quantizer, quantizer.state.plans,
+            osp.join(work_dir, QUANTIZED_CHECKPOINT), runner.cfg.filename)
         report['quantized_checkpoint'] = files['checkpoint']
     files['md'] = osp.join(work_dir, REPORT_MD)
     write_markdown(report, files['md'])
     files['json'] = osp.join(work_dir, REPORT_JSON)
-    write_json(report, files['json'])
+    dump_json(report, files['json'])
     return files

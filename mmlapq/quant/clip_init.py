@@ -7,7 +7,7 @@ the calibration set.
 """
 import math
 from functools import lru_cache
-from typing import Optional
+from typing import Callable, Optional, TypeVar
 
 import torch
 from scipy import optimize, special
@@ -17,6 +17,7 @@ from .histogram import AbsHistogram
 
 INIT_METHODS = ('max', 'lp', 'aciq', 'percentile')
 ACIQ_DISTRIBUTIONS = ('laplace', 'gaussian')
+T = TypeVar('T')
 # Weight tensors with more elements than this are searched on a histogram of
 # |w| (2^14 bins) built once, which makes the p sweep cheap on VGG's FC layers.
 EXACT_SEARCH_MAX_NUMEL = 1 << 16
@@ -125,6 +126,16 @@ def aciq_clip(mean_abs: torch.Tensor, rms: torch.Tensor, grid: Grid,
     return (factor * scale).clamp_min(1e-12)
 
 
+def clip_by_method(method: str, **compute: Callable[[], T]) -> T:
+    """``compute[method]()``: the one place that maps an init method name
+    (one of INIT_METHODS) to how a clip is computed, for activations and
+    weights alike."""
+    if method not in compute:
+        raise ValueError(f'init method {method!r} is unknown: use one of '
+                         f'{", ".join(INIT_METHODS)}')
+    return compute[method]()
+
+
 def activation_clip(hist: AbsHistogram, grid: Grid, method: str,
                     p: float = 2.0, percentile: float = 99.99,
                     distribution: str = 'laplace') -> float:
@@ -133,18 +144,16 @@ def activation_clip(hist: AbsHistogram, grid: Grid, method: str,
         raise RuntimeError('no calibration values reached this activation')
     if hist.max_abs == 0:
         return 1e-8  # an all-zero input: any clip quantizes it exactly
-    if method == 'max':
-        return hist.max_abs
-    if method == 'lp':
-        return lp_clip_histogram(hist, grid, p)
-    if method == 'aciq':
-        clip = aciq_clip(torch.tensor(hist.mean_abs()), torch.tensor(hist.rms()),
-                         grid, distribution)
+
+    def aciq() -> float:
+        clip = aciq_clip(torch.tensor(hist.mean_abs()),
+                         torch.tensor(hist.rms()), grid, distribution)
         return min(float(clip), hist.max_abs)
-    if method == 'percentile':
-        return hist.quantile(percentile / 100.0)
-    raise ValueError(f'init method {method!r} is unknown: use one of '
-                     f'{", ".join(INIT_METHODS)}')
+
+    return clip_by_method(
+        method, max=lambda: hist.max_abs,
+        lp=lambda: lp_clip_histogram(hist, grid, p), aciq=aciq,
+        percentile=lambda: hist.quantile(percentile / 100.0))
 
 
 class WeightClipper:
@@ -173,23 +182,26 @@ class WeightClipper:
              percentile: float = 99.99,
              distribution: str = 'laplace') -> torch.Tensor:
         absw = self.absw
-        if method == 'max':
-            return self._out(absw.max(1).values)
-        if method == 'lp':
+
+        def lp() -> torch.Tensor:
             if self.hist is not None:
                 return self._scalar(lp_clip_histogram(self.hist, grid, p))
             return self._out(search_lp_clip(absw, None, grid, p))
-        if method == 'aciq':
+
+        def aciq() -> torch.Tensor:
             mean_abs = absw.double().mean(1)
             rms = absw.double().square().mean(1).sqrt()
             clip = aciq_clip(mean_abs, rms, grid, distribution)
             return self._out(torch.minimum(clip, absw.max(1).values.double()))
-        if method == 'percentile':
+
+        def percentile_clip() -> torch.Tensor:
             if self.hist is not None:
                 return self._scalar(self.hist.quantile(percentile / 100.0))
             return self._out(_quantile_rows(absw, percentile / 100.0))
-        raise ValueError(f'init method {method!r} is unknown: use one of '
-                         f'{", ".join(INIT_METHODS)}')
+
+        return clip_by_method(
+            method, max=lambda: self._out(absw.max(1).values), lp=lp,
+            aciq=aciq, percentile=percentile_clip)
 
 
 def _quantile_rows(x: torch.Tensor, q: float) -> torch.Tensor:

@@ -4,6 +4,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..fileio import atomic_write
+
 
 def _plt():
     import matplotlib
@@ -14,9 +16,8 @@ def _plt():
 
 def _save(fig, path: str) -> str:
     # The format follows the extension (png for runs, svg for the docs).
-    tmp = f'{path}.partial{os.path.splitext(path)[1]}'
-    fig.savefig(tmp, dpi=110, bbox_inches='tight')
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110,
+                                               bbox_inches='tight'))
     _plt().close(fig)
     return path
 

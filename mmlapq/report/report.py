@@ -1,26 +1,10 @@
-"""The run report: lapq_report.json and the same as a readable markdown."""
-import datetime
-import json
-import os
-import platform
+"""The run report as readable markdown: the summary table and one row per
+quantized layer (the json is written by engine/report_builder.py)."""
 from typing import Dict, List, Optional
 
 import torch
 
-
-def collect_env(device: Optional[torch.device] = None) -> dict:
-    import mmcls
-    import mmengine
-
-    from ..version import __version__
-    device = torch.device(device or 'cpu')
-    name = torch.cuda.get_device_name(device) if device.type == 'cuda' \
-        else f'cpu ({platform.processor() or platform.machine()}, ' \
-        f'{torch.get_num_threads()} threads)'
-    return dict(torch=torch.__version__, mmcls=mmcls.__version__,
-                mmengine=mmengine.__version__, mmlapq=__version__,
-                python=platform.python_version(), device=name,
-                date=datetime.datetime.now().isoformat(timespec='seconds'))
+from ..fileio import write_text
 
 
 def _clip_value(alpha: Optional[torch.Tensor]):
@@ -45,17 +29,6 @@ def layer_rows(plans, clips: Dict[str, torch.Tensor],
                          a_clip_init=_clip_value(init_clips.get(a)),
                          w_grid=grids.get(w), a_grid=grids.get(a)))
     return rows
-
-
-def _write_atomic(path: str, text: str) -> None:
-    tmp = f'{path}.partial'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def write_json(report: dict, path: str) -> None:
-    _write_atomic(path, json.dumps(report, indent=2, default=str) + '\n')
 
 
 def _fmt(value, digits=2):
@@ -128,4 +101,4 @@ def write_markdown(report: dict, path: str) -> None:
     lines += ['', f"torch {env['torch']}, mmcls {env['mmcls']}, mmengine "
               f"{env['mmengine']}, mmlapq {env['mmlapq']}, {env['device']}, "
               f"{env['date']}", '']
-    _write_atomic(path, '\n'.join(lines))
+    write_text(path, '\n'.join(lines))
