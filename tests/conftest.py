@@ -16,6 +16,9 @@ def pytest_configure(config):
     config.addinivalue_line(
         'markers', 'gpu: runs on a CUDA device; skipped (with the reason) '
         'where there is none')
+    config.addinivalue_line(
+        'markers', 'slow: end-to-end runs of the tools in a subprocess '
+        '(minutes); CI runs them, -m "not slow" skips them')
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(REPO, 'configs', 'lapq', 'vgg11bn_fmnist_w4a4.py')
 SMALL = ['test_dataloader.dataset.indices=200', 'test_dataloader.batch_size=50',
          'quantizer.calib.batch_size=16', 'quantizer.init.p_grid=[2.0,3.0,4.0]',
@@ -32,6 +32,7 @@ def run(cmd, env=None):
     return proc
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(tmp_path, fmnist_data):
     # The trained checkpoint, not a random one: a random model's loss is
     # flat in the clips (about ln 10 everywhere), so the fit of p* and the

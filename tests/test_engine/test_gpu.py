@@ -17,7 +17,7 @@ from mmlapq.lapq import (CalibrationObjective, CalibrationSet, InitSettings,
                          SearchSettings, chain_of_sequential, run_lapq)
 from mmlapq.quant import AbsHistogram, QuantSettings, quantize_model
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(REPO, 'configs', 'lapq', 'vgg11bn_fmnist_w4a4.py')
 
 pytestmark = [
@@ -57,6 +57,7 @@ def test_histogram_counts_exact_on_cuda():
     assert int(hist.counts[0]) == (1 << 24) + 1
 
 
+@pytest.mark.slow
 def test_quantize_tool_and_reload_on_cuda(tmp_path):
     if not osp.isfile(osp.join(REPO, 'data', 'fashion_mnist',
                                't10k-images-idx3-ubyte')):

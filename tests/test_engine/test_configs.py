@@ -7,7 +7,7 @@ from mmengine.config import Config
 
 import mmlapq  # noqa: F401
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 VGGS = ['vgg11', 'vgg13', 'vgg16', 'vgg19', 'vgg11bn', 'vgg13bn', 'vgg16bn',
         'vgg19bn']
 

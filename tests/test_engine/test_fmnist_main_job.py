@@ -9,8 +9,9 @@ import sys
 
 import pytest
 import torch
+from report_checks import assert_search_ends_at_its_guarded_best
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(REPO, 'configs', 'lapq', 'vgg11bn_fmnist_w4a4.py')
 CHECKPOINT = osp.join(REPO, 'checkpoints', 'vgg11bn_fmnist.pth')
 
@@ -27,20 +28,7 @@ def test_committed_checkpoint_is_small_plain_and_documented():
     assert digest == readme_sha256()
 
 
-def assert_search_ends_at_its_guarded_best(report: dict) -> None:
-    """The model ends at the guard's checkpoint of lowest held-out loss,
-    and that is the search's best point unless the guard rejected it."""
-    lapq = report['lapq']
-    points = lapq['guard_checkpoints']
-    chosen = min(points, key=lambda c: c['holdout_loss'])
-    assert lapq['holdout_loss'] == chosen['holdout_loss']
-    assert lapq['search_best_loss'] == pytest.approx(chosen['calib_loss'])
-    assert points[-1]['calib_loss'] == min(lapq['loss_history'])
-    if lapq['guard'].startswith('kept'):
-        assert chosen is points[-1]
-    assert lapq['holdout_init_loss'] == points[0]['holdout_loss']
-
-
+@pytest.mark.slow
 def test_fmnist_config_end_to_end_on_a_slice(tmp_path, fmnist_data):
     work_dir = str(tmp_path / 'fmnist')
     slice_1000 = 'test_dataloader.dataset.indices=1000'
@@ -69,6 +57,7 @@ def test_fmnist_config_end_to_end_on_a_slice(tmp_path, fmnist_data):
     assert report['layers'][1]['a_grid'] == 'unsigned'  # after ReLU
     assert report['env']['tf32'] == {'cuda_matmul': False, 'cudnn': False}
     assert report['settings']['channels_last'] is True
+    assert report['channels_last'] is True  # the format the run used
 
     # The saved model (BN folded, channels-last) reloads to the same top-1
     # on the same 1000 images.
@@ -88,21 +77,25 @@ def test_fmnist_config_end_to_end_on_a_slice(tmp_path, fmnist_data):
 def test_memory_format_probe_leaves_the_model_unchanged():
     """The channels-last probe forward must not touch the BN statistics,
     whatever mode the runner left the model in."""
-    from mmlapq.engine import benchmark as bm
     from mmengine.config import Config
-    from mmengine.registry import init_default_scope
+    from mmengine.registry import MODELS, init_default_scope
+
+    from mmlapq.engine import benchmark as bm
+    from mmlapq.engine.checkpoint import load_float_checkpoint
     cfg = Config.fromfile(CONFIG)
     init_default_scope('mmcls')
-    model = bm.build_float_model(cfg, CHECKPOINT)
+    model = MODELS.build(cfg.model)
+    load_float_checkpoint(model, CHECKPOINT)
     model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     quantizer = bm.make_quantizer(cfg.quantizer, 'lapq', 4, 4)
     quantizer.prepare(model, torch.rand(4, 3, 32, 32) * 3)
-    assert model.training and quantizer.channels_last
+    assert model.training and quantizer.state.channels_last
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
 
 
+@pytest.mark.slow
 def test_speed_benchmark_prints_the_ratio(tmp_path, fmnist_data):
     proc = subprocess.run(
         [sys.executable, 'tools/benchmark.py', CONFIG, '--speed',

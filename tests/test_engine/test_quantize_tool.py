@@ -11,10 +11,13 @@ import pytest
 import torch
 from imagenet_fixture import (imagenet_cfg_options, label_val_by_model,
                               make_imagenet_folder, save_random_vgg11)
-from test_fmnist import assert_search_ends_at_its_guarded_best
+from report_checks import assert_search_ends_at_its_guarded_best
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(REPO, 'configs', 'lapq', 'vgg11_w4a4.py')
+# Subprocess runs of the tool: the slow suite (CI runs it).
+pytestmark = pytest.mark.slow
+
 FAST = ['quantizer.init.p_grid=[2.0,3.0,4.0]', 'quantizer.search.maxiter=1']
 
 
