@@ -1,0 +1,76 @@
+"""The report's tables, markdown and plots from a hand-made report."""
+import os
+
+import pytest
+
+from mmlapq.report import (benchmark_markdown, plot_p_sweep, plot_search,
+                           summary_table, write_markdown)
+
+ENV = dict(torch='2', mmcls='1', mmengine='0.10', mmlapq='0.1',
+           device='cpu', date='2026-11-28')
+
+
+def report():
+    layer = dict(name='conv', type='Conv2d', w_bits=4, a_bits=4,
+                 w_clip=0.5, a_clip=[1.0, 2.0], w_clip_init=0.6,
+                 a_clip_init=[1.5, 2.5], w_grid='signed', a_grid='unsigned')
+    return dict(
+        config='c.py', checkpoint='w.pth',
+        fp32=dict(top1=93.42, calib_loss=0.13),
+        init=dict(method='lp', p=3.33, top1=92.93, calib_loss=0.14,
+                  seconds=30.0),
+        lapq=dict(method='powell', calib_loss=0.1364, func_evals=97,
+                  seconds=99.3, holdout_init_loss=0.17,
+                  holdout_loss=0.172, stopped='maxiter', ms_per_eval=900.0,
+                  guard='fell back to the init'),
+        quantized=dict(top1=93.07),
+        settings=dict(quant=dict(w_bits=4, a_bits=4, fold_bn=True,
+                                 bias_correction='empirical',
+                                 first_last='8bit'),
+                      rounding=dict(method='gptq')),
+        calibration=dict(num_images=512, source='training split', seed=0,
+                         holdout_images=128),
+        layers=[layer], env=ENV)
+
+
+def test_summary_table_rows():
+    lines = summary_table(report()).splitlines()
+    assert lines[2] == '| FP32 | 93.42 | 0.1300 | - | - | - |'
+    assert lines[3] == ('| lp init (p=3.33) | 92.93 | 0.1400 | 0.1700 | - '
+                        '| 30.0 |')
+    assert lines[4] == ('| LAPQ (powell + gptq) | 93.07 | 0.1364 | 0.1720 '
+                        '| 97 | 99.3 |')
+
+
+def test_markdown_has_the_table_layers_and_guard(tmp_path):
+    path = str(tmp_path / 'r.md')
+    write_markdown(report(), path)
+    text = open(path).read()
+    assert text.startswith('# LAPQ report: W4A4')
+    assert '| conv | Conv2d | 4 | 4 | 0.6000 -> 0.5000 | per-channel (2) ' \
+        '-> per-channel (2) |' in text
+    assert "held-out images for the search's guard: fell back" in text
+    assert os.listdir(tmp_path) == ['r.md']
+
+
+def test_benchmark_table():
+    rows = [dict(method='fp32', w_bits=32, a_bits=32, top1=93.42,
+                 top5=99.93, calib_loss=None, func_evals=0, seconds=0.0),
+            dict(method='lapq', w_bits=4, a_bits=4, top1=93.1, top5=None,
+                 calib_loss=0.13642, p=3.333, func_evals=97, seconds=99.31)]
+    text = benchmark_markdown(rows, dict(config='c.py', checkpoint='w.pth',
+                                         calib_images=512, test_images=10000,
+                                         env=ENV))
+    assert '| FP32 | fp32 | 93.42 | 99.93 | - | - | 0 | 0.0 |' in text
+    assert '| W4A4 | lapq | 93.10 | - | 0.1364 | 3.33 | 97 | 99.3 |' in text
+
+
+@pytest.mark.parametrize('fmt', ['png', 'svg'])
+def test_plots_are_written(tmp_path, fmt):
+    sweep = dict(ps=[2.0, 3.0, 4.0], losses=[0.2, 0.1, 0.15],
+                 parabola=[0.075, -0.475, 0.85], p_star=3.2)
+    path = plot_p_sweep(sweep, str(tmp_path / f'p.{fmt}'))
+    assert os.path.getsize(path) > 1000
+    assert plot_search([], str(tmp_path / 'none.png')) is None
+    assert plot_search([0.3, 0.2, 0.25], str(tmp_path / f's.{fmt}'))
+    assert sorted(os.listdir(tmp_path)) == [f'p.{fmt}', f's.{fmt}']
