@@ -1,13 +1,19 @@
 """The quantized checkpoint ``lapq_quantized.pth``: save a quantized model,
 and rebuild it from the file and a float model of the same config.
 
-The file holds plain types only (it loads with ``weights_only=True``): the
-model's state dict, and in ``meta['lapq']`` the settings, layer plans,
-clips, grids, empirical bias shifts and GPTQ's integer levels.
+The file holds plain types only (it loads with ``weights_only=True``). Each
+quantized weight is stored as its integer codes (``meta['lapq']['weights']``,
+packed two per byte at 4 bits and below); with the clip (hence the grid
+step) they give back exactly the weight the run used. The state dict keeps
+what stays float (biases, unquantized layers); ``meta['lapq']`` also holds
+the settings, layer plans, clips, grids and empirical bias shifts.
+
+Files of mmlapq before the integer format (float weights in the state dict,
+no ``format`` key) still load.
 """
 import os.path as osp
 from dataclasses import asdict
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn as nn
@@ -15,16 +21,38 @@ import torch.nn as nn
 from ..fileio import atomic_write
 from ..quant import Grid, LayerPlan, QuantSettings, quant_layers, \
     quantize_model, quantizers
+from ..quant.int_weights import (integer_grid_error, layer_weight_codes,
+                                 pack_codes, unpack_codes)
 from .checkpoint import load_state_dict_strict
 from .errors import LAPQError
 
 QUANTIZED_CHECKPOINT = 'lapq_quantized.pth'
+INTEGER_FORMAT = 'integer-weights-1'
+
+
+def integer_weights(model: nn.Module) -> Dict[str, dict]:
+    """The packed integer codes of every quantized weight."""
+    out = {}
+    for name, layer in quant_layers(model).items():
+        wq = layer.weight_quantizer
+        if wq is None:
+            continue
+        reason = integer_grid_error(wq.grid)
+        if reason:
+            raise LAPQError(f'{name}: {reason}')
+        try:
+            codes = layer_weight_codes(layer)
+        except ValueError as exc:
+            raise LAPQError(f'{name}: {exc}') from None
+        out[name] = pack_codes(codes.cpu(), wq.grid)
+    return out
 
 
 def quantized_state(model: nn.Module, quantizer, plans) -> dict:
-    """What rebuilds a quantized model besides its state dict."""
+    """What rebuilds a quantized model besides its float state."""
     layers = quant_layers(model)
     return dict(
+        format=INTEGER_FORMAT,
         settings=quantizer.settings(),
         channels_last=bool(quantizer.state.channels_last),
         plans=[asdict(p) for p in plans],
@@ -32,17 +60,17 @@ def quantized_state(model: nn.Module, quantizer, plans) -> dict:
         grids={n: q.grid.kind for n, q in quantizers(model).items()},
         bias_shift={n: m.bias_shift.cpu() for n, m in layers.items()
                     if m.bias_shift is not None},
-        # GPTQ's chosen integer levels (at most 8 bits: int16 holds them)
-        weight_codes={n: m.weight_codes.to(torch.int16).cpu()
-                      for n, m in layers.items()
-                      if getattr(m, 'weight_codes', None) is not None})
+        weights=integer_weights(model))
 
 
 def save_quantized_checkpoint(model: nn.Module, quantizer, plans,
                               path: str, config: Optional[str] = None) -> str:
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    lapq = quantized_state(model, quantizer, plans)
+    stored_as_codes = {f'{name}.weight' for name in lapq['weights']}
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()
+             if k not in stored_as_codes}
     payload = dict(state_dict=state,
-                   meta=dict(lapq=quantized_state(model, quantizer, plans),
+                   meta=dict(lapq=lapq,
                              config=osp.abspath(config) if config else None))
     atomic_write(path, lambda tmp: torch.save(payload, tmp))
     return path
@@ -53,7 +81,6 @@ def apply_quantized_state(model: nn.Module, state_dict: dict,
     """Wrap the float ``model`` as the saved one was and load its state."""
     quant = QuantSettings(**lapq_state['settings']['quant'])
     plans = quantize_model(model, quant)
-    load_state_dict_strict(model, state_dict, 'the quantized checkpoint')
     qs = quantizers(model)
     if set(qs) != set(lapq_state['clips']):
         raise LAPQError('the quantized checkpoint was made for other layers: '
@@ -62,10 +89,23 @@ def apply_quantized_state(model: nn.Module, state_dict: dict,
         q.set_grid(Grid(q.bits, lapq_state['grids'][name]))
         q.set_alpha(lapq_state['clips'][name])
     layers = quant_layers(model)
+    # The integer format: each quantized weight is its codes at the clip.
+    codes = {name: unpack_codes(packed)
+             for name, packed in lapq_state.get('weights', {}).items()}
+    codes.update(lapq_state.get('weight_codes', {}))  # files before it
+    codes = {name: c.to(layers[name].weight.device, torch.float32)
+             for name, c in codes.items()}
+    state_dict = dict(state_dict)
+    for name, layer_codes in codes.items():
+        key = f'{name}.weight'
+        if key not in state_dict:
+            state_dict[key] = layers[name].weight_quantizer.dequantize(
+                layer_codes).to(layers[name].weight.dtype)
+    load_state_dict_strict(model, state_dict, 'the quantized checkpoint')
     for name, shift in lapq_state.get('bias_shift', {}).items():
         layers[name].bias_shift = shift.to(layers[name].weight.device)
-    for name, codes in lapq_state.get('weight_codes', {}).items():
-        layers[name].set_weight_codes(codes.float())
+    for name, layer_codes in codes.items():
+        layers[name].set_weight_codes(layer_codes)
     return [LayerPlan(**p) for p in lapq_state['plans']] or plans
 
 
