@@ -1,0 +1,124 @@
+"""Export a model of a config to ONNX (QDQ for a quantized checkpoint), and
+check the result in onnxruntime against the PyTorch model on the config's
+test set. What ``tools/export.py`` does after parsing its arguments."""
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .checkpoint import check_checkpoint_exists, load_float_checkpoint
+from .errors import LAPQError
+
+
+def is_quantized_checkpoint(path: str) -> bool:
+    from mmengine.runner.checkpoint import _load_checkpoint
+    try:
+        ckpt = _load_checkpoint(path, map_location='cpu')
+    except Exception:  # noqa: BLE001 - a float training checkpoint, say
+        return False
+    return isinstance(ckpt, dict) and bool(
+        (ckpt.get('meta') or {}).get('lapq'))
+
+
+def build_model(cfg, checkpoint: str) -> nn.Module:
+    """The config's classifier (eval mode, CPU): rebuilt from a quantized
+    checkpoint of mmlapq, or loaded strictly from a float one."""
+    from mmengine.registry import MODELS, init_default_scope
+
+    from .quantized_checkpoint import load_quantized_checkpoint
+    init_default_scope(cfg.get('default_scope', 'mmcls'))
+    check_checkpoint_exists(checkpoint)
+    model_cfg = dict(cfg.model)
+    model_cfg.setdefault('data_preprocessor', cfg.get('data_preprocessor'))
+    model = MODELS.build(model_cfg)
+    if is_quantized_checkpoint(checkpoint):
+        load_quantized_checkpoint(model, checkpoint)
+    else:
+        load_float_checkpoint(model, checkpoint)
+    return model.eval().to(memory_format=torch.contiguous_format)
+
+
+def test_loader(cfg, batch_size: int, num_images: Optional[int] = None):
+    """The config's test dataloader (first ``num_images`` images)."""
+    import copy
+
+    from mmengine.runner import Runner
+    loader = copy.deepcopy(cfg.test_dataloader)
+    loader.update(batch_size=batch_size, num_workers=0,
+                  persistent_workers=False)
+    if num_images is not None:
+        loader['dataset']['indices'] = int(num_images)
+    return Runner.build_dataloader(loader)
+
+
+def export_onnx(cfg, checkpoint: str, out: str, opset: int,
+                batch_size: int = 1) -> dict:
+    """Write the model of ``checkpoint`` as ONNX to ``out``; the example
+    input is a batch of the test set after the data preprocessor."""
+    from ..export import ExportError, export_qdq
+    model = build_model(cfg, checkpoint)
+    batch = next(iter(test_loader(cfg, batch_size)))
+    example = model.data_preprocessor(batch, False)['inputs']
+    try:
+        return export_qdq(model, example, out, opset)
+    except ExportError as exc:
+        raise LAPQError(f'cannot export {checkpoint}: {exc}') from None
+
+
+def ort_session(path: str, threads: Optional[int] = None):
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # warnings only
+    return ort.InferenceSession(path, options,
+                                providers=['CPUExecutionProvider'])
+
+
+@torch.no_grad()
+def compare_with_onnxruntime(cfg, checkpoint: str, onnx_path: str,
+                             num_images: Optional[int] = None,
+                             batch_size: int = 500) -> Dict[str, float]:
+    """Top-1 of the PyTorch model and of the ONNX model in onnxruntime on
+    the test set, the share of images where their predictions agree, and
+    the largest absolute logit difference."""
+    model = build_model(cfg, checkpoint)
+    session = ort_session(onnx_path)
+    agree = right_torch = right_ort = count = 0
+    max_diff = 0.0
+    for batch in test_loader(cfg, batch_size, num_images):
+        data = model.data_preprocessor(batch, False)
+        x = data['inputs']
+        labels = torch.cat([s.gt_label.label for s in data['data_samples']])
+        ref = model(x, mode='tensor').numpy()
+        out = session.run(None, {'input': x.numpy()})[0]
+        max_diff = max(max_diff, float(np.abs(out - ref).max()))
+        pred_ref, pred_out = ref.argmax(1), out.argmax(1)
+        agree += int((pred_ref == pred_out).sum())
+        right_torch += int((pred_ref == labels.numpy()).sum())
+        right_ort += int((pred_out == labels.numpy()).sum())
+        count += len(labels)
+    return dict(images=count, agreement=100.0 * agree / count,
+                top1_torch=100.0 * right_torch / count,
+                top1_onnxruntime=100.0 * right_ort / count,
+                max_abs_logit_diff=max_diff)
+
+
+def ort_latency(path: str, batch: np.ndarray, threads: int,
+                runs: int = 20, warmup: int = 3) -> Dict[str, float]:
+    """Median and spread of onnxruntime's CPU seconds per batch."""
+    session = ort_session(path, threads)
+    for _ in range(warmup):
+        session.run(None, {'input': batch})
+    times: List[float] = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        session.run(None, {'input': batch})
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return dict(median_s=times[len(times) // 2], min_s=times[0],
+                max_s=times[-1], runs=runs, threads=threads,
+                batch=int(batch.shape[0]))
