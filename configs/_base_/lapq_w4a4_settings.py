@@ -40,7 +40,7 @@ quantizer = dict(
         variables='auto'),    # 'auto' | 'all' | 'activations'
     # holdout_images: a second seeded draw the search never optimises; it
     # keeps the search from fitting the calibration images (0: off).
-    calib=dict(num_images=512, seed=0, batch_size=64, holdout_images=128),
+    calib=dict(num_images=512, seed=0, batch_size=64, holdout_images=512),
 )
 
 custom_hooks = [

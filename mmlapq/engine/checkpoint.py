@@ -23,10 +23,11 @@ def is_url(path: str) -> bool:
     return str(path).startswith(('http://', 'https://'))
 
 
-def check_checkpoint_exists(path: str) -> None:
+def check_checkpoint_exists(path: str,
+                            how: str = 'with --checkpoint PATH') -> None:
     if not is_url(path) and not osp.isfile(path):
         raise LAPQError(f'checkpoint {path} does not exist: pass an existing '
-                        'file with --checkpoint PATH')
+                        f'file {how}')
 
 
 def _first_line(exc: BaseException) -> str:

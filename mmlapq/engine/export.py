@@ -29,7 +29,7 @@ def build_model(cfg, checkpoint: str) -> nn.Module:
 
     from .quantized_checkpoint import load_quantized_checkpoint
     init_default_scope(cfg.get('default_scope', 'mmcls'))
-    check_checkpoint_exists(checkpoint)
+    check_checkpoint_exists(checkpoint, 'as CHECKPOINT')
     model_cfg = dict(cfg.model)
     model_cfg.setdefault('data_preprocessor', cfg.get('data_preprocessor'))
     model = MODELS.build(model_cfg)

@@ -26,8 +26,10 @@ from .tf32 import tf32_mode
 
 # holdout_images: drawn (seed + 1) from the same source, never calibrated
 # on; the search's guard against fitting the calibration images. 0: off.
+# 512, not 128: with 128 the held-out loss is too noisy to tell a better
+# point (Fashion-MNIST W4A4 93.07 -> 93.21, W4A8 93.31 -> 93.35; README).
 CALIB_DEFAULTS = dict(num_images=512, seed=0, batch_size=64,
-                      holdout_images=128)
+                      holdout_images=512)
 
 
 def to_builtin(obj):

@@ -122,12 +122,24 @@ class _Graph:
 
     def constant(self, name: str, array: np.ndarray,
                  onnx_type: Optional[int] = None) -> str:
-        from onnx import helper, numpy_helper
+        """An initializer: ``array`` as is, or its integers as ``onnx_type``
+        (raw bytes; 4-bit types two per byte, the first in the low
+        nibble)."""
+        from onnx import TensorProto, helper, numpy_helper
         if onnx_type is None:
             tensor = numpy_helper.from_array(array, name)
         else:
+            flat = array.astype(np.int64).flatten()
+            if onnx_type in (TensorProto.INT4, TensorProto.UINT4):
+                nibbles = (flat & 0xF).astype(np.uint8)
+                if nibbles.size % 2:
+                    nibbles = np.append(nibbles, np.uint8(0))
+                raw = (nibbles[0::2] | (nibbles[1::2] << 4)).tobytes()
+            else:
+                raw = flat.astype(np.int8 if onnx_type == TensorProto.INT8
+                                  else np.uint8).tobytes()
             tensor = helper.make_tensor(name, onnx_type, list(array.shape),
-                                        array.flatten().tolist())
+                                        raw, raw=True)
         self.graph.initializer.append(tensor)
         return name
 
@@ -162,7 +174,7 @@ def _quantize_weight(graph: _Graph, node, name: str, layer, opset: int
     graph.insert_before(node, [helper.make_node(
         'DequantizeLinear', [q, scale, zero], [weight_name],
         name=f'{name}/weight/DequantizeLinear', **attrs)])
-    return helper.tensor_dtype_to_string(onnx_type)
+    return helper.tensor_dtype_to_string(onnx_type).split('.')[-1]
 
 
 def _quantize_input(graph: _Graph, node, name: str, layer) -> str:
@@ -199,7 +211,7 @@ def _quantize_input(graph: _Graph, node, name: str, layer) -> str:
                                   name=f'{name}/input/DequantizeLinear'))
     graph.insert_before(node, nodes)
     node.input[0] = f'{name}.input_dequantized'
-    return helper.tensor_dtype_to_string(onnx_type)
+    return helper.tensor_dtype_to_string(onnx_type).split('.')[-1]
 
 
 def _bias_after(graph: _Graph, node, name: str) -> None:

@@ -1,0 +1,70 @@
+"""Export a quantized (or float) mmcls model to ONNX and check it.
+
+    python tools/export.py CONFIG WORK_DIR/lapq_quantized.pth [--out FILE]
+        [--opset 21] [--batch-size 1] [--verify [--test-images N]]
+
+A quantized checkpoint of mmlapq becomes a QDQ model (integer weight
+initializers, QuantizeLinear / DequantizeLinear on the quantized inputs); a
+float checkpoint becomes a plain float model. Input ``input``: what the
+model's forward receives after mmcls's data preprocessor (normalized NCHW
+float32, any batch size); output ``scores``: the class scores. --verify runs
+it in onnxruntime on the config's test set against the PyTorch model.
+"""
+import argparse
+import os.path as osp
+import sys
+
+from mmengine.config import DictAction
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('config')
+    p.add_argument('checkpoint', help='lapq_quantized.pth of a run, or a '
+                   'float checkpoint')
+    p.add_argument('--out', help='ONNX file (default: the checkpoint with '
+                   '.onnx)')
+    p.add_argument('--opset', type=int, default=21, help='21 (default) '
+                   'stores 4-bit weights as INT4; 13..20 as INT8')
+    p.add_argument('--batch-size', type=int, default=1,
+                   help='batch of the example input (the exported batch '
+                   'axis is dynamic)')
+    p.add_argument('--verify', action='store_true', help='compare with the '
+                   'PyTorch model in onnxruntime on the test set')
+    p.add_argument('--test-images', type=int, help='with --verify: the first'
+                   ' N test images (default all)')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    import mmlapq  # noqa: F401
+    from mmlapq.engine import LAPQError
+    from mmlapq.engine.config import load_config
+    from mmlapq.engine.export import compare_with_onnxruntime, export_onnx
+    args = parse_args(argv)
+    out = args.out or osp.splitext(args.checkpoint)[0] + '.onnx'
+    try:
+        cfg = load_config(args.config, args.cfg_options)
+        info = export_onnx(cfg, args.checkpoint, out, args.opset,
+                           args.batch_size)
+        print(f"{out}: opset {info['opset']}, "
+              f'{osp.getsize(out) / 1e6:.2f} MB')
+        for name, row in info['layers'].items():
+            print(f"  {name}: weight {row['weight']}, input {row['input']}")
+        if args.verify:
+            res = compare_with_onnxruntime(cfg, args.checkpoint, out,
+                                           args.test_images)
+            print(f"onnxruntime vs PyTorch on {res['images']} test images: "
+                  f"top-1 {res['top1_onnxruntime']:.2f} vs "
+                  f"{res['top1_torch']:.2f}, predictions agree on "
+                  f"{res['agreement']:.2f}%, largest logit difference "
+                  f"{res['max_abs_logit_diff']:.4g}")
+    except LAPQError as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
