@@ -335,7 +335,8 @@ def run_benchmark(cfg, opts: BenchmarkOptions) -> dict:
     bits = [parse_bits(b) for b in opts.get('bits')]
     checkpoint = opts.checkpoint or cfg.get('load_from')
     with tf32_mode(cfg.quantizer.get('allow_tf32', False)):
-        runner = build_runner(cfg, opts.out, checkpoint,
+        # The Runner's own log and config go to OUT/logs.
+        runner = build_runner(cfg, osp.join(opts.out, 'logs'), checkpoint,
                               opts.get('test_images'))
         model = unwrap(runner.model)
         calib, record = calibration(cfg, model, opts.get('calib_images'),
