@@ -1,0 +1,45 @@
+"""The deployment path on the embedded default, end to end: quantize the
+Fashion-MNIST VGG-11-BN at W4A4, check the integer checkpoint's size,
+export it and run it in onnxruntime on all 10,000 test images."""
+import os.path as osp
+import re
+import subprocess
+import sys
+
+import onnx
+import pytest
+from onnx import TensorProto
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+CONFIG = osp.join(REPO, 'configs', 'lapq', 'vgg11bn_fmnist_w4a4.py')
+
+
+def tool(*args):
+    proc = subprocess.run([sys.executable, *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_w4a4_checkpoint_and_onnx_match_pytorch(tmp_path, fmnist_data):
+    work_dir = str(tmp_path / 'w4a4')
+    # A short run (its own test pass on 1000 images); the export check
+    # below uses all 10,000.
+    tool('tools/quantize.py', CONFIG, '--work-dir', work_dir,
+         '--calib-images', '128', '--max-evals', '10', '--cfg-options',
+         'quantizer.init.p=3.0', 'quantizer.calib.holdout_images=128',
+         'test_dataloader.dataset.indices=1000')
+    ckpt = osp.join(work_dir, 'lapq_quantized.pth')
+    assert osp.getsize(ckpt) <= 6 * 10**6  # 36.9 MB as float weights
+    out = tool('tools/export.py', CONFIG, ckpt, '--verify')
+    onnx_path = osp.join(work_dir, 'lapq_quantized.onnx')
+    stored = {t.name: t.data_type for t in onnx.load(onnx_path).graph
+              .initializer if t.name.endswith('weight_quantized')}
+    assert set(stored.values()) == {TensorProto.INT4, TensorProto.INT8}
+    found = re.search(r'on (\d+) test images: top-1 ([\d.]+) vs ([\d.]+), '
+                      r'predictions agree on ([\d.]+)%', out)
+    images, top1_ort, top1_torch, agree = found.groups()
+    assert int(images) == 10000
+    assert abs(float(top1_ort) - float(top1_torch)) <= 0.05
+    assert float(agree) >= 99.9

@@ -1,0 +1,134 @@
+"""ONNX QDQ export: integer weight initializers, exact grids, the same
+predictions in onnxruntime as the fake-quantized PyTorch model."""
+import numpy as np
+import onnx
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.registry import MODELS, init_default_scope
+from onnx import TensorProto, numpy_helper
+from toy_runner import toy_config
+
+import mmlapq  # noqa: F401
+from mmlapq.engine.calibration import build_calibration_set
+from mmlapq.engine.export import ort_session
+from mmlapq.export import ExportError, export_qdq
+from mmlapq.quant import Grid, QuantConv2d
+from mmlapq.quant.int_weights import layer_weight_codes
+from mmlapq.registry import MODELS as LAPQ_MODELS
+
+
+def quantized_toy(tmp_path, w_bits, a_bits, **quant):
+    """The toy classifier quantized by LAPQQuantizer (Lp init, no
+    search): first and last layer at 8 bits, the middle conv at w_bits."""
+    cfg = toy_config(str(tmp_path))
+    init_default_scope('mmcls')
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model).eval()
+    settings = dict(cfg.quantizer, w_bits=w_bits, a_bits=a_bits,
+                    init=dict(p=2.0), search=dict(method='none'),
+                    calib=dict(holdout_images=0), **quant)
+    quantizer = LAPQ_MODELS.build(settings)
+    calib, _ = build_calibration_set(cfg, model, 16, 0, 8)
+    quantizer.quantize(model, calib)
+    return model.to(memory_format=torch.contiguous_format)
+
+
+def images(n=64, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, 8, 8, generator=g)
+
+
+def run_both(model, path, x):
+    with torch.no_grad():
+        ref = model(x, mode='tensor').numpy()
+    out = ort_session(path).run(None, {'input': x.numpy()})[0]
+    return ref, out
+
+
+def types(path):
+    graph = onnx.load(path).graph
+    return {t.name: t.data_type for t in graph.initializer}
+
+
+@pytest.mark.parametrize('w_bits, a_bits', [(8, 8), (4, 4), (2, 4)])
+def test_same_predictions_in_onnxruntime(tmp_path, w_bits, a_bits):
+    model = quantized_toy(tmp_path, w_bits, a_bits)
+    path = str(tmp_path / 'toy.onnx')
+    info = export_qdq(model, images(2), path)
+    middle = 'backbone.layers.3'
+    want = 'INT4' if w_bits <= 4 else 'INT8'
+    assert info['layers'][middle] == dict(weight=want, input='UINT8')
+    assert info['layers']['backbone.layers.0']['weight'] == 'INT8'
+    stored = types(path)
+    assert stored[f'model.{middle}.weight_quantized'] == getattr(
+        TensorProto, want)
+    assert not any(t == TensorProto.FLOAT and name.endswith('.weight')
+                   for name, t in stored.items())  # no float weights left
+    ref, out = run_both(model, path, images())
+    assert (ref.argmax(1) == out.argmax(1)).all()
+    assert np.abs(out - ref).max() < 1e-4
+
+
+def test_weights_decode_to_the_layer_codes(tmp_path):
+    model = quantized_toy(tmp_path, 4, 4)
+    path = str(tmp_path / 'toy.onnx')
+    export_qdq(model, images(2), path)
+    graph = onnx.load(path).graph
+    stored = {t.name: t for t in graph.initializer}
+    layer = model.backbone.layers[3]
+    codes = numpy_helper.to_array(
+        stored['model.backbone.layers.3.weight_quantized'])
+    assert np.array_equal(codes.astype(np.int64),
+                          layer_weight_codes(layer).numpy())
+
+
+def test_older_opsets_store_int8_and_per_channel_scales(tmp_path):
+    model = quantized_toy(tmp_path, 4, 4, w_per_channel=True)
+    path = str(tmp_path / 'toy17.onnx')
+    info = export_qdq(model, images(2), path, opset=17)
+    assert info['layers']['backbone.layers.3']['weight'] == 'INT8'
+    dq = [n for n in onnx.load(path).graph.node
+          if n.name == 'backbone.layers.3/weight/DequantizeLinear'][0]
+    assert [a.i for a in dq.attribute if a.name == 'axis'] == [0]
+    ref, out = run_both(model, path, images())
+    assert (ref.argmax(1) == out.argmax(1)).all()
+    assert np.abs(out - ref).max() < 1e-4
+
+
+class OneConv(nn.Module):
+    def __init__(self, w_grid, a_grid):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = QuantConv2d.from_float(nn.Conv2d(2, 3, 1), w_grid,
+                                           a_grid)
+
+    def forward(self, x, mode='tensor'):
+        return self.conv(x)
+
+
+def test_a_narrow_signed_input_grid_is_clipped_not_saturated(tmp_path):
+    """A 4-bit signed input grid stops at -7 steps; INT8 would go to -128:
+    the export clips first, so inputs far below the grid still give -7."""
+    model = OneConv(Grid(4, 'signed'), Grid(4, 'signed')).eval()
+    model.conv.weight_quantizer.set_alpha(0.5)
+    model.conv.input_quantizer.set_alpha(1.0)
+    path = str(tmp_path / 'one.onnx')
+    export_qdq(model, torch.zeros(1, 2, 2, 2), path)
+    x = torch.tensor([-50.0, -1.3, -0.2, 0.0, 0.3, 0.9, 1.2, 50.0]).view(
+        1, 2, 2, 2)
+    ref, out = run_both(model, path, x)
+    np.testing.assert_allclose(out, ref, atol=1e-6)
+
+
+def test_grids_qdq_cannot_express_are_refused(tmp_path):
+    model = OneConv(Grid(4, 'midrise'), Grid(4, 'unsigned')).eval()
+    model.conv.weight_quantizer.set_alpha(0.5)
+    model.conv.input_quantizer.set_alpha(1.0)
+    with pytest.raises(ExportError, match="'midrise' weight grid has no "
+                       'level at zero'):
+        export_qdq(model, torch.zeros(1, 2, 2, 2), str(tmp_path / 'm.onnx'))
+    assert not list(tmp_path.iterdir())  # nothing half-written
+    model = quantized_toy(tmp_path, 4, 4, act_quant='relu_outputs')
+    with pytest.raises(ExportError, match='ReLU-output quantizers'):
+        export_qdq(model, images(2), str(tmp_path / 'r.onnx'))

@@ -1,0 +1,40 @@
+"""Integer codes of quantized weights: exact, and packed two per byte."""
+import pytest
+import torch
+import torch.nn as nn
+
+from mmlapq.quant import Grid, QuantConv2d
+from mmlapq.quant.int_weights import (integer_grid_error, layer_weight_codes,
+                                      pack_codes, unpack_codes)
+
+
+@pytest.mark.parametrize('bits', [2, 3, 4, 5, 8])
+@pytest.mark.parametrize('kind', ['signed', 'unsigned'])
+def test_pack_roundtrip_and_size(bits, kind):
+    grid = Grid(bits, kind)
+    low = -grid.qmax if kind == 'signed' else 0
+    codes = torch.randint(low, grid.qmax + 1, (7, 3, 3), dtype=torch.int16)
+    packed = pack_codes(codes, grid)
+    assert torch.equal(unpack_codes(packed), codes)
+    assert packed['data'].dtype == torch.uint8
+    assert packed['data'].numel() == (32 if bits <= 4 else 63)  # 63 values
+
+
+@pytest.mark.parametrize('per_channel', [False, True])
+def test_codes_give_back_the_quantized_weight_bit_for_bit(per_channel):
+    torch.manual_seed(0)
+    layer = QuantConv2d.from_float(nn.Conv2d(8, 6, 3), Grid(4, 'signed'),
+                                   None, per_channel=per_channel)
+    alpha = layer.weight.detach().abs().amax((1, 2, 3)) * 0.7 \
+        if per_channel else 0.7 * float(layer.weight.abs().max())
+    layer.weight_quantizer.set_alpha(alpha)
+    w_hat, _ = layer.quantized_weight_and_bias()
+    codes = layer_weight_codes(layer)
+    assert int(codes.abs().max()) == 7  # clipped weights sit at the ends
+    assert torch.equal(layer.weight_quantizer.dequantize(codes.float()),
+                       w_hat)
+
+
+def test_midrise_has_no_integer_codes():
+    assert 'midrise' in integer_grid_error(Grid(4, 'midrise'))
+    assert integer_grid_error(Grid(4, 'signed')) == ''
