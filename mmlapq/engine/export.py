@@ -122,3 +122,26 @@ def ort_latency(path: str, batch: np.ndarray, threads: int,
     return dict(median_s=times[len(times) // 2], min_s=times[0],
                 max_s=times[-1], runs=runs, threads=threads,
                 batch=int(batch.shape[0]))
+
+
+def latency_table(cfg, paths: List[str], batch_size: int, threads: int,
+                  runs: int) -> List[Dict[str, object]]:
+    """Size and onnxruntime CPU latency per batch of each ONNX file, on
+    one batch of the config's test set (the same batch for all)."""
+    import os.path as osp
+
+    from mmengine.registry import MODELS, init_default_scope
+    init_default_scope(cfg.get('default_scope', 'mmcls'))
+    model_cfg = dict(cfg.model)
+    model_cfg.setdefault('data_preprocessor', cfg.get('data_preprocessor'))
+    preprocessor = MODELS.build(model_cfg).data_preprocessor
+    batch = next(iter(test_loader(cfg, batch_size)))
+    x = preprocessor(batch, False)['inputs'].numpy()
+    rows = []
+    for path in paths:
+        if not osp.isfile(path):
+            raise LAPQError(f'ONNX file {path} does not exist: write it with '
+                            'tools/export.py')
+        rows.append(dict(file=path, mb=osp.getsize(path) / 1e6,
+                         **ort_latency(path, x, threads, runs)))
+    return rows

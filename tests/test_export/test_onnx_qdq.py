@@ -132,3 +132,18 @@ def test_grids_qdq_cannot_express_are_refused(tmp_path):
     model = quantized_toy(tmp_path, 4, 4, act_quant='relu_outputs')
     with pytest.raises(ExportError, match='ReLU-output quantizers'):
         export_qdq(model, images(2), str(tmp_path / 'r.onnx'))
+
+
+def test_latency_table_measures_each_file(tmp_path):
+    from mmlapq.engine import LAPQError
+    from mmlapq.engine.export import latency_table
+    model = quantized_toy(tmp_path, 4, 4)
+    path = str(tmp_path / 'toy.onnx')
+    export_qdq(model, images(2), path)
+    cfg = toy_config(str(tmp_path))
+    rows = latency_table(cfg, [path], batch_size=4, threads=1, runs=3)
+    assert rows[0]['batch'] == 4 and rows[0]['runs'] == 3
+    assert 0 < rows[0]['min_s'] <= rows[0]['median_s'] <= rows[0]['max_s']
+    assert rows[0]['mb'] > 0
+    with pytest.raises(LAPQError, match='does not exist'):
+        latency_table(cfg, [str(tmp_path / 'none.onnx')], 4, 1, 1)
