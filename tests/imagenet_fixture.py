@@ -48,6 +48,21 @@ def save_random_vgg11(path: str, seed: int = 0) -> str:
     return path
 
 
+def save_random_model(config: str, path: str, seed: int = 0) -> str:
+    """A randomly initialised model of an mmcls ``config``, saved as mmcls
+    saves (ResNet, MobileNetV2, ...)."""
+    from mmcls.models import build_classifier
+    from mmcls.utils import register_all_modules
+    from mmengine.config import Config
+    register_all_modules()
+    torch.manual_seed(seed)
+    model = build_classifier(Config.fromfile(config).model)
+    model.init_weights()
+    torch.save(dict(meta=dict(mmcls_version='1.0.0rc6'),
+                    state_dict=model.state_dict()), path)
+    return path
+
+
 def imagenet_cfg_options(root: str) -> list:
     """--cfg-options that point a stock mmcls VGG config at ``root``."""
     opts = []

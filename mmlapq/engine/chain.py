@@ -2,10 +2,17 @@
 
 mmcls's VGG runs its ``features`` modules one after another (by
 ``range_sub_modules``), then (ImageNet variant) flattens into its
-``classifier``; the neck and head follow. Each of these modules is one step.
+``classifier``. Other backbones are walked by the order in which a probe
+forward calls their direct children, each child called once and fed the
+previous one's output; an ``nn.Sequential`` child (ResNet's ``layer1..4``,
+MobileNetV2's ``layer1..7``) is opened into its blocks, each a step. The
+neck and head follow. So a ResNet's steps are its stem modules, each
+residual block, neck and head; a MobileNetV2's its first conv, each
+inverted-residual block, the last conv, neck and head.
+
 The chain is checked against the model's own forward on a calibration batch;
 any other model (or a mismatch) gets the one-step full forward, which is
-correct but uncached.
+correct but uncached, and the log says so.
 """
 import logging
 from typing import List, Optional
@@ -68,6 +75,31 @@ def _vgg_steps(backbone: nn.Module) -> Optional[List[nn.Module]]:
     return steps
 
 
+def _called_children_steps(backbone: nn.Module, probe: torch.Tensor
+                           ) -> Optional[List[nn.Module]]:
+    """The backbone's direct children in the order a forward calls them
+    (Sequential ones opened into their children); None when a child is
+    called more than once or the backbone calls none."""
+    calls: List[nn.Module] = []
+    handles = [child.register_forward_hook(
+        lambda module, inputs, output: calls.append(module))
+        for child in backbone.children()]
+    try:
+        with torch.no_grad():
+            backbone(probe)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not calls or len(set(map(id, calls))) != len(calls):
+        return None
+    steps: List[nn.Module] = []
+    for module in calls:
+        plain_sequential = isinstance(module, nn.Sequential) and \
+            type(module).forward is nn.Sequential.forward
+        steps.extend(module.children() if plain_sequential else [module])
+    return steps
+
+
 def build_chain(model: nn.Module, probe: torch.Tensor,
                 logger: Optional[logging.Logger] = None) -> List[nn.Module]:
     """Steps whose composition equals ``model``'s logits (checked on
@@ -75,6 +107,13 @@ def build_chain(model: nn.Module, probe: torch.Tensor,
     full = [FullForward(model, classifier_logits)]
     backbone = getattr(model, 'backbone', None)
     steps = _vgg_steps(backbone) if backbone is not None else None
+    if steps is None and backbone is not None:
+        try:
+            with quantization_disabled(model):
+                model.eval()
+                steps = _called_children_steps(backbone, probe)
+        except Exception:  # noqa: BLE001 - any failure means "not a chain"
+            steps = None
     if steps is None:
         if logger:
             logger.info('model is not a known chain: every loss evaluation '

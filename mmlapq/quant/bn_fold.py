@@ -38,15 +38,33 @@ def _is_conv_module(module: nn.Module) -> bool:
                                             'order'))
 
 
+def _numbered_pairs(module: nn.Module):
+    """(conv, norm attribute name) pairs of the OpenMMLab naming convention:
+    ``conv{i}`` followed by the norm whose name ``norm{i}_name`` holds
+    (mmcls's ResNet stem and its BasicBlock / Bottleneck: conv1 -> bn1)."""
+    for i in range(1, 10):
+        conv = getattr(module, f'conv{i}', None)
+        norm_name = getattr(module, f'norm{i}_name', None)
+        if isinstance(conv, nn.Conv2d) and isinstance(norm_name, str) and \
+                isinstance(getattr(module, norm_name, None), _BatchNorm):
+            yield conv, norm_name
+
+
 def fold_batch_norms(model: nn.Module) -> List[str]:
     """Fold every foldable BN of ``model`` in place; return the BN names.
 
-    Handles mmcv ConvModule (conv then norm in its ``order``) and a Conv2d
-    directly followed by a BatchNorm2d among an nn.Sequential's children.
+    Handles mmcv ConvModule (conv then norm in its ``order``; MobileNetV2),
+    the ``conv{i}`` / ``norm{i}_name`` pairs of mmcls's ResNet blocks and
+    stem, and a Conv2d directly followed by a BatchNorm2d among an
+    nn.Sequential's children (VGG-BN's features, ResNet's downsample).
     """
     folded = []
     for name, module in list(model.named_modules()):
         prefix = f'{name}.' if name else ''
+        for conv, norm_name in list(_numbered_pairs(module)):
+            fold_bn_into_conv(conv, getattr(module, norm_name))
+            setattr(module, norm_name, nn.Identity())
+            folded.append(prefix + norm_name)
         if _is_conv_module(module) and module.with_norm:
             norm = getattr(module, module.norm_name)
             order = list(module.order)

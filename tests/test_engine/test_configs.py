@@ -1,4 +1,5 @@
-"""The eight VGG configs: inherited model, LAPQ parts, official checkpoint."""
+"""The VGG, ResNet and MobileNetV2 configs: inherited model, LAPQ parts,
+official checkpoint."""
 import os.path as osp
 
 import pytest
@@ -12,17 +13,30 @@ VGGS = ['vgg11', 'vgg13', 'vgg16', 'vgg19', 'vgg11bn', 'vgg13bn', 'vgg16bn',
         'vgg19bn']
 
 
-def mmcls_vgg_dir() -> str:
+# our config -> (mmcls config folder, stock config, metafile model name)
+OTHERS = {
+    'resnet18_w4a4': ('resnet', 'resnet18_8xb32_in1k', 'resnet18_8xb32_in1k'),
+    'resnet50_w4a4': ('resnet', 'resnet50_8xb32_in1k', 'resnet50_8xb32_in1k'),
+    'mobilenet-v2_w4a4': ('mobilenet_v2', 'mobilenet-v2_8xb32_in1k',
+                          'mobilenet-v2_8xb32_in1k'),
+}
+
+
+def mmcls_config_dir(folder: str = 'vgg') -> str:
     import mmcls
-    return osp.join(osp.dirname(mmcls.__file__), '.mim', 'configs', 'vgg')
+    return osp.join(osp.dirname(mmcls.__file__), '.mim', 'configs', folder)
 
 
-def official_weights() -> dict:
+def mmcls_vgg_dir() -> str:
+    return mmcls_config_dir('vgg')
+
+
+def official_weights(folder: str = 'vgg') -> dict:
     """Checkpoint URLs as mmcls's own metafile lists them."""
-    meta = osp.join(mmcls_vgg_dir(), 'metafile.yml')
+    meta = osp.join(mmcls_config_dir(folder), 'metafile.yml')
     models = yaml.safe_load(open(meta))['Models']
-    return {m['Name'].replace('_8xb32_in1k', ''): m['Weights']
-            for m in models}
+    return {m['Name'].replace('_8xb32_in1k', '') if folder == 'vgg'
+            else m['Name']: m['Weights'] for m in models}
 
 
 def without_scope(node):
@@ -77,3 +91,15 @@ def test_quantizer_builds_from_every_config():
                                        f'{name}_w4a4.py'))
         quantizer = MODELS.build(cfg.quantizer)
         assert quantizer.settings()['quant']['first_last'] == '8bit'
+
+
+@pytest.mark.parametrize('name', sorted(OTHERS))
+def test_resnet_and_mobilenet_configs(name):
+    folder, stock_name, meta_name = OTHERS[name]
+    cfg = Config.fromfile(osp.join(REPO, 'configs', 'lapq', f'{name}.py'))
+    stock = Config.fromfile(osp.join(mmcls_config_dir(folder),
+                                     f'{stock_name}.py'))
+    assert without_scope(cfg.model) == stock.model.to_dict()
+    assert cfg.load_from == official_weights(folder)[meta_name]
+    assert (cfg.quantizer.w_bits, cfg.quantizer.a_bits) == (4, 4)
+    assert [h.type for h in cfg.custom_hooks][-1] == 'mmlapq.LAPQReportHook'

@@ -1,5 +1,6 @@
 """tools/quantize.py end to end on a tiny ImageNet-layout folder at 224x224
 with a random VGG-11 in the mmcls checkpoint format, and its bad inputs."""
+import glob
 import json
 import os
 import os.path as osp
@@ -10,7 +11,8 @@ import sys
 import pytest
 import torch
 from imagenet_fixture import (imagenet_cfg_options, label_val_by_model,
-                              make_imagenet_folder, save_random_vgg11)
+                              make_imagenet_folder, save_random_model,
+                              save_random_vgg11)
 from report_checks import assert_search_ends_at_its_guarded_best
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -85,6 +87,28 @@ def test_end_to_end_report_and_reload(imagenet, tmp_path):
     metrics = eval(line[0].split(':', 1)[1])  # the metrics dict it printed
     assert metrics['accuracy/top1'] == report['quantized']['top1']
     assert metrics['accuracy/top5'] == report['quantized']['top5']
+
+
+@pytest.mark.parametrize('name, steps, layers', [
+    ('resnet18_w4a4', 14, 21), ('mobilenet-v2_w4a4', 21, 53)])
+def test_resnet_and_mobilenet_end_to_end(imagenet, tmp_path, name, steps,
+                                         layers):
+    """The ResNet-18 and MobileNetV2 configs on the ImageNet layout: BN
+    folded, the chain cache over their blocks, GPTQ, search, report."""
+    root, _ = imagenet
+    config = osp.join(REPO, 'configs', 'lapq', f'{name}.py')
+    ckpt = save_random_model(config, str(tmp_path / f'{name}.pth'))
+    work_dir = str(tmp_path / 'run')
+    rc, out, err = quantize(
+        config, '--checkpoint', ckpt, '--work-dir', work_dir,
+        '--calib-images', '4', '--max-evals', '6', '--cfg-options',
+        *imagenet_cfg_options(root), *FAST)
+    assert rc == 0, err[-3000:]
+    report = json.load(open(osp.join(work_dir, 'lapq_report.json')))
+    assert len(report['layers']) == layers
+    assert report['lapq']['func_evals'] == 6
+    log = open(glob.glob(osp.join(work_dir, '*', '*.log'))[0]).read()
+    assert f'chain of {steps} steps' in log
 
 
 def assert_clean_failure(result, match, work_dir):

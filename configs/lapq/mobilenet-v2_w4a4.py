@@ -1,0 +1,10 @@
+# LAPQ W4A4 of mmcls's ImageNet MobileNetV2, official checkpoint (71.86).
+# The depthwise convs are quantized like the others; their weights vary
+# most between channels, so per-channel weight clips are the usual choice:
+#   python tools/quantize.py configs/lapq/mobilenet-v2_w4a4.py \
+#       --cfg-options quantizer.w_per_channel=True
+_base_ = ['mmcls::mobilenet_v2/mobilenet-v2_8xb32_in1k.py',
+          '../_base_/lapq_w4a4.py']
+
+load_from = ('https://download.openmmlab.com/mmclassification/v0/'
+             'mobilenet_v2/mobilenet_v2_batch256_imagenet_20200708-3b2dc3af.pth')

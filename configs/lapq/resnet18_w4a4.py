@@ -1,0 +1,6 @@
+# LAPQ W4A4 of mmcls's ImageNet ResNet-18, official checkpoint (69.90).
+#   python tools/quantize.py configs/lapq/resnet18_w4a4.py
+_base_ = ['mmcls::resnet/resnet18_8xb32_in1k.py', '../_base_/lapq_w4a4.py']
+
+load_from = ('https://download.openmmlab.com/mmclassification/v0/resnet/'
+             'resnet18_8xb32_in1k_20210831-fbbb1da6.pth')
