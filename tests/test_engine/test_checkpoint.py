@@ -32,8 +32,8 @@ def test_loads_exactly_and_strips_ddp_prefixes(tmp_path):
     (lambda s: s.update({'0.weight': torch.zeros(4, 3, 1, 1)}),
      '1 wrongly shaped keys (e.g. 0.weight)'),
 ])
-def test_a_checkpoint_that_does_not_fit_is_one_line(tmp_path, change,
-                                                      message):
+def test_a_checkpoint_that_does_not_fit_is_one_line(
+        tmp_path, change, message):
     state = model().state_dict()
     change(state)
     path = str(tmp_path / 'bad.pth')

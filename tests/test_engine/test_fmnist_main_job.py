@@ -15,6 +15,7 @@ REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(REPO, 'configs', 'lapq', 'vgg11bn_fmnist_w4a4.py')
 CHECKPOINT = osp.join(REPO, 'checkpoints', 'vgg11bn_fmnist.pth')
 
+
 def readme_sha256() -> str:
     text = open(osp.join(REPO, 'README.md')).read()
     return re.search(r'sha256\s+`([0-9a-f]{64})`', text).group(1)
