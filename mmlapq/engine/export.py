@@ -24,7 +24,9 @@ def is_quantized_checkpoint(path: str) -> bool:
 
 def build_model(cfg, checkpoint: str) -> nn.Module:
     """The config's classifier (eval mode, CPU): rebuilt from a quantized
-    checkpoint of mmlapq, or loaded strictly from a float one."""
+    checkpoint of mmlapq (in the memory format of the run that wrote it, so
+    it computes what that run evaluated), or loaded strictly from a float
+    one."""
     from mmengine.registry import MODELS, init_default_scope
 
     from .quantized_checkpoint import load_quantized_checkpoint
@@ -37,7 +39,7 @@ def build_model(cfg, checkpoint: str) -> nn.Module:
         load_quantized_checkpoint(model, checkpoint)
     else:
         load_float_checkpoint(model, checkpoint)
-    return model.eval().to(memory_format=torch.contiguous_format)
+    return model.eval()
 
 
 def test_loader(cfg, batch_size: int, num_images: Optional[int] = None):
@@ -57,8 +59,13 @@ def export_onnx(cfg, checkpoint: str, out: str, opset: int,
                 batch_size: int = 1) -> dict:
     """Write the model of ``checkpoint`` as ONNX to ``out``; the example
     input is a batch of the test set after the data preprocessor."""
+    import os
+    import os.path as osp
+
     from ..export import ExportError, export_qdq
-    model = build_model(cfg, checkpoint)
+    model = build_model(cfg, checkpoint).to(
+        memory_format=torch.contiguous_format)
+    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
     batch = next(iter(test_loader(cfg, batch_size)))
     example = model.data_preprocessor(batch, False)['inputs']
     try:
