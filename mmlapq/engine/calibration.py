@@ -9,7 +9,6 @@ every batch holds the same images as in a single process and the summed loss
 is the same (with fewer batches than processes the images are split
 evenly instead, see ``rank_share``).
 """
-import copy
 import logging
 from typing import Iterator, List, Optional, Sequence, Tuple
 
@@ -19,28 +18,9 @@ from torch.utils.data import Sampler
 
 from ..lapq.calib import CalibrationSet
 from ..registry import DATA_SAMPLERS
+from .data_checks import reading_data
+from .datasets import build_dataset, calibration_dataset_cfg
 from .errors import LAPQError
-
-
-def calibration_dataset_cfg(cfg) -> Tuple[dict, dict, str]:
-    """(dataset cfg, dataloader kwargs, description of the source)."""
-    if cfg.get('calib_dataloader'):
-        loader = copy.deepcopy(cfg.calib_dataloader)
-        return (loader['dataset'], dict(num_workers=loader.get(
-            'num_workers', 0)), 'calib_dataloader of the config')
-    if not cfg.get('train_dataloader') or not cfg.get('test_dataloader'):
-        raise LAPQError('the config has no calib_dataloader and no '
-                        'train_dataloader/test_dataloader to derive it from: '
-                        'add calib_dataloader = dict(dataset=...) to it')
-    dataset = copy.deepcopy(cfg.train_dataloader['dataset'])
-    test_pipeline = copy.deepcopy(cfg.test_dataloader['dataset']['pipeline'])
-    if dataset.get('type') in ('RepeatDataset', 'ClassBalancedDataset',
-                               'ConcatDataset'):
-        raise LAPQError('the training dataset is a wrapper dataset: give '
-                        'calib_dataloader = dict(dataset=...) in the config')
-    dataset['pipeline'] = test_pipeline
-    return (dataset, dict(num_workers=cfg.train_dataloader.get(
-        'num_workers', 0)), 'training split with the test pipeline')
 
 
 def choose_indices(dataset_len: int, num_images: int, seed: int) -> np.ndarray:
@@ -112,7 +92,6 @@ class RankShareSampler(Sampler):
 def preprocess_batches(loader, model: torch.nn.Module) -> CalibrationSet:
     """Every batch of ``loader`` through the model's data preprocessor:
     inputs and labels on the model's device."""
-    from .data_checks import reading_data
     inputs, labels = [], []
     with torch.no_grad(), reading_data():
         for batch in loader:
@@ -151,7 +130,6 @@ def build_calibration_set(cfg, model: torch.nn.Module, num_images: int,
     ``holdout_images`` held-out images in ``.holdout``), and a record of
     where they came from. ``dataset``: the calibration dataset when already
     built (by the data checks)."""
-    from .data_checks import build_dataset
     dataset_cfg, loader_kwargs, source = calibration_dataset_cfg(cfg)
     if dataset is None:
         dataset = build_dataset(dataset_cfg, 'calibration')
@@ -173,6 +151,6 @@ def build_calibration_set(cfg, model: torch.nn.Module, num_images: int,
     if logger:
         logger.info(f'calibration set: {num_images} images from the {source}'
                     f' (seed {seed}), {calib.num_images} on this process, '
-                    f'input shape {tuple(calib.inputs[0].shape[1:])}; held-out '
-                    f"images for the search's guard: {len(held)}")
+                    f'input shape {tuple(calib.inputs[0].shape[1:])}; '
+                    f"held-out images for the search's guard: {len(held)}")
     return calib, record

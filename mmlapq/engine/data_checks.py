@@ -7,13 +7,13 @@ or folder and the fix, instead of tracebacks from deep inside a loader.
 - :func:`reading_data` turns the errors of reading one image (truncated or
   not an image, a folder, unreadable) into an LAPQError naming the file.
 """
-import copy
 import re
 from contextlib import contextmanager
 from typing import Optional
 
 import numpy as np
 
+from .datasets import describe, build_dataset, calibration_dataset_cfg
 from .errors import LAPQError
 
 _FAILED_TO_LOAD = re.compile(r'failed to load image: (.+)')
@@ -54,33 +54,6 @@ def reading_data():
         raise error from None
 
 
-def _describe(dataset_cfg: dict) -> str:
-    keys = ('data_root', 'ann_file', 'data_prefix')
-    parts = [f'{k}={dataset_cfg[k]!r}' for k in keys if dataset_cfg.get(k)]
-    return ', '.join(parts) or repr(dataset_cfg.get('type'))
-
-
-def build_dataset(dataset_cfg: dict, what: str):
-    """Build one dataset of the config; any failure, or no image, is an
-    LAPQError that names its data_root / ann_file."""
-    from mmengine.registry import DATASETS
-    where = _describe(dataset_cfg)
-    try:
-        dataset = DATASETS.build(copy.deepcopy(dataset_cfg))
-    except Exception as exc:  # noqa: BLE001 - each becomes one line
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if 'need at least one array to concatenate' in first:
-            raise LAPQError(f'the {what} dataset ({where}) lists no images: '
-                            'check its annotation file') from None
-        raise LAPQError(f'cannot build the {what} dataset ({where}): {first}'
-                        '; check data_root, ann_file and data_prefix in the '
-                        'config') from None
-    if len(dataset) == 0:
-        raise LAPQError(f'the {what} dataset ({where}) has no images: check '
-                        'data_root and ann_file in the config')
-    return dataset
-
-
 def check_labels(dataset, num_classes: Optional[int], what: str,
                  dataset_cfg: dict) -> None:
     """Every label must be a class the model can predict."""
@@ -89,7 +62,7 @@ def check_labels(dataset, num_classes: Optional[int], what: str,
     labels = np.asarray(dataset.get_gt_labels()).reshape(-1)
     bad = labels[(labels < 0) | (labels >= num_classes)]
     if bad.size:
-        raise LAPQError(f'the {what} dataset ({_describe(dataset_cfg)}) has '
+        raise LAPQError(f'the {what} dataset ({describe(dataset_cfg)}) has '
                         f'label {int(bad[0])}, outside the model\'s '
                         f'{num_classes} classes 0..{num_classes - 1}: fix '
                         'the annotation file or the model\'s num_classes')
@@ -113,7 +86,6 @@ def check_datasets(cfg, quantize: bool = True):
     the run will, and check them: images listed, labels in range. Returns
     the calibration dataset (None when not quantizing), for the run to use
     instead of building it again."""
-    from .calibration import calibration_dataset_cfg
     num_classes = model_num_classes(cfg)
     test_cfg = cfg.test_dataloader['dataset']
     check_labels(build_dataset(test_cfg, 'test'), num_classes, 'test',
