@@ -19,6 +19,7 @@ SMALL = ['test_dataloader.dataset.indices=200', 'test_dataloader.batch_size=50',
          # Hessians; its reduction is tested on its own below.
          'quantizer.rounding.method=nearest']
 
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
