@@ -95,6 +95,13 @@ class TensorQuantizer(nn.Module):
         return f'bits={self.grid.bits}, grid={self.grid.kind}{axis}'
 
 
+def _memory_format(tensor: torch.Tensor) -> torch.memory_format:
+    if tensor.dim() == 4 and tensor.is_contiguous(
+            memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 class QuantLayerMixin:
     """Shared quantization state of :class:`QuantConv2d` and QuantLinear."""
 
@@ -173,7 +180,13 @@ class QuantLayerMixin:
             with torch.no_grad():
                 w = self.weight
                 if self.weight_codes is not None:
-                    w = self.weight_quantizer.dequantize(self.weight_codes)
+                    # In the float weight's memory format, whatever the
+                    # codes' own: the conv kernel (and its float rounding)
+                    # depends on it, and a reloaded model must compute
+                    # exactly what the run did.
+                    w = self.weight_quantizer.dequantize(
+                        self.weight_codes).contiguous(
+                            memory_format=_memory_format(self.weight))
                 elif self.weight_quantizer is not None:
                     w_hat = self.weight_quantizer(w)
                     if self.weight_mean_correction:

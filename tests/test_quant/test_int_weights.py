@@ -38,3 +38,19 @@ def test_codes_give_back_the_quantized_weight_bit_for_bit(per_channel):
 def test_midrise_has_no_integer_codes():
     assert 'midrise' in integer_grid_error(Grid(4, 'midrise'))
     assert integer_grid_error(Grid(4, 'signed')) == ''
+
+
+def test_weight_from_codes_takes_the_float_weights_memory_format():
+    """A reloaded model converts its code buffers to channels-last while
+    the run's GPTQ codes were contiguous: the quantized weight must not
+    depend on that (the conv kernel, and its rounding, would)."""
+    torch.manual_seed(0)
+    layer = QuantConv2d.from_float(nn.Conv2d(8, 6, 3), Grid(4, 'signed'),
+                                   None)
+    layer.weight_quantizer.set_alpha(0.2)
+    layer.to(memory_format=torch.channels_last)
+    codes = layer_weight_codes(layer).float()
+    for layout in (torch.contiguous_format, torch.channels_last):
+        layer.set_weight_codes(codes.contiguous(memory_format=layout))
+        w, _ = layer.quantized_weight_and_bias()
+        assert w.is_contiguous(memory_format=torch.channels_last)
