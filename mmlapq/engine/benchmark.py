@@ -14,7 +14,7 @@ import logging
 import os
 import os.path as osp
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -305,13 +305,15 @@ class BenchmarkOptions:
     max_evals: Optional[int] = None
     plot_format: str = 'png'
     surface: bool = True
-    defaults: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        self.defaults = QUICK if self.kind == 'quick' else dict(
-            methods=list(DEFAULT_METHODS), bits=list(DEFAULT_BITS))
         self.out = self.out or osp.join('work_dirs', 'benchmark' + (
             '' if self.kind == 'full' else f'_{self.kind}'))
+
+    @property
+    def defaults(self) -> dict:
+        return QUICK if self.kind == 'quick' else dict(
+            methods=list(DEFAULT_METHODS), bits=list(DEFAULT_BITS))
 
     def get(self, name: str):
         value = getattr(self, name)
