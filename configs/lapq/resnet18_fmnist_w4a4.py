@@ -1,0 +1,13 @@
+# LAPQ W4A4 of mmcls's ResNet-18 trained on Fashion-MNIST
+# (configs/fmnist/resnet18_fmnist.py, checkpoint committed in checkpoints/),
+# with the calibration, search and evaluation settings of the VGG demo:
+#   python tools/quantize.py configs/lapq/resnet18_fmnist_w4a4.py
+_base_ = ['./vgg11bn_fmnist_w4a4.py']
+
+# The backbone of configs/fmnist/resnet18_fmnist.py (mmengine forbids the
+# same key in two _base_ files, so it is restated here; a test checks the
+# two configs build the same model).
+model = dict(
+    backbone=dict(_delete_=True, type='ResNet', depth=18, num_stages=4,
+                  out_indices=(3, ), style='pytorch'))
+load_from = 'checkpoints/resnet18_fmnist.pth'
