@@ -12,3 +12,10 @@ model = dict(
     backbone=dict(_delete_=True, type='MobileNetV2', widen_factor=1.0),
     head=dict(in_channels=1280))
 load_from = 'checkpoints/mobilenet-v2_fmnist.pth'
+
+# The ImageNet MobileNetV2 config's settings (see there): per-channel weight
+# clips, the search over every clip, nearest rounding.
+quantizer = dict(
+    w_per_channel=True,
+    rounding=dict(method='nearest'),
+    search=dict(variables='all'))

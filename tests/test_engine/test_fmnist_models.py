@@ -62,3 +62,61 @@ def test_checkpoint_gives_its_known_top1(name, fmnist_data):
                                  test_images=1000)
         top1 = bm.accuracy(runner, bm.unwrap(runner.model), 'fp32')['top1']
     assert top1 == pytest.approx(MODELS[name][1], abs=0.05)
+
+
+@pytest.mark.slow
+def test_mobilenet_v2_main_job_on_a_slice(tmp_path, fmnist_data):
+    """The depthwise model end to end on real weights: BN folded into the
+    depthwise and pointwise convs, GPTQ, the search, the integer checkpoint
+    and its reload."""
+    import json
+    import subprocess
+    import sys
+
+    from report_checks import assert_search_ends_at_its_guarded_best
+    config, work_dir = paths('mobilenet-v2')[1], str(tmp_path / 'mnv2')
+    slice_1000 = 'test_dataloader.dataset.indices=1000'
+    proc = subprocess.run(
+        [sys.executable, 'tools/quantize.py', config, '--work-dir', work_dir,
+         '--calib-images', '256', '--max-evals', '60', '--cfg-options',
+         slice_1000, 'quantizer.init.p_grid=[2.0,3.0,4.0]',
+         'quantizer.calib.holdout_images=256'],
+        cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.load(open(osp.join(work_dir, 'lapq_report.json')))
+    assert report['fp32']['top1'] == pytest.approx(MODELS['mobilenet-v2'][1],
+                                                   abs=0.05)
+    # 52 convs and the head; depthwise convs are quantized like the others.
+    names = [layer['name'] for layer in report['layers']]
+    assert len(names) == 53 and 'backbone.layer7.0.conv.1.conv' in names
+    assert_search_ends_at_its_guarded_best(report)
+    # Measured with these settings: 93.40 -> 86.80 (60 evaluations are the
+    # first 5% of a Powell sweep, so the model is about the per-channel Lp
+    # init; the full run gains 2.7 points on it). The per-tensor Lp init
+    # gives 36.30 here (the search's first 60 evaluations lift it to 88.30,
+    # so the setting is checked directly, not through the top-1).
+    assert report['settings']['quant']['w_per_channel'] is True
+    assert report['quantized']['top1'] >= report['fp32']['top1'] - 8.0
+
+    proc = subprocess.run(
+        [sys.executable, 'tools/quantize.py', config, '--eval-quantized',
+         osp.join(work_dir, 'lapq_quantized.pth'), '--work-dir',
+         str(tmp_path / 'reload'), '--cfg-options', slice_1000],
+        cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [ln for ln in proc.stdout.splitlines()
+            if ln.startswith('quantized model')][0]
+    metrics = eval(line.split(':', 1)[1])  # the metrics dict it printed
+    assert metrics['accuracy/top1'] == report['quantized']['top1']
+
+
+@pytest.mark.parametrize('config', ['mobilenet-v2_w4a4',
+                                    'mobilenet-v2_fmnist_w4a4'])
+def test_mobilenet_v2_configs_use_the_measured_settings(config):
+    """Per-channel weight clips and the search over every clip with nearest
+    rounding: the settings that won on MobileNetV2 (README), not the VGG
+    demo's GPTQ + activation-only search (28.11 / 88.39 there)."""
+    q = Config.fromfile(osp.join(REPO, 'configs', 'lapq',
+                                 f'{config}.py')).quantizer
+    assert q.w_per_channel is True
+    assert q.rounding.method == 'nearest' and q.search.variables == 'all'
