@@ -14,3 +14,21 @@ def assert_search_ends_at_its_guarded_best(report: dict) -> None:
     if lapq['guard'].startswith('kept'):
         assert chosen is points[-1]
     assert lapq['holdout_init_loss'] == points[0]['holdout_loss']
+
+
+def reloaded_metrics(repo: str, config: str, work_dir: str, reload_dir: str,
+                     cfg_options: list) -> dict:
+    """The metrics tools/quantize.py --eval-quantized prints for the
+    lapq_quantized.pth of a run in ``work_dir``."""
+    import os.path as osp
+    import subprocess
+    import sys
+    proc = subprocess.run(
+        [sys.executable, 'tools/quantize.py', config, '--eval-quantized',
+         osp.join(work_dir, 'lapq_quantized.pth'), '--work-dir', reload_dir,
+         '--cfg-options', *cfg_options],
+        cwd=repo, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [ln for ln in proc.stdout.splitlines()
+            if ln.startswith('quantized model')][0]
+    return eval(line.split(':', 1)[1])  # the metrics dict it printed

@@ -12,8 +12,9 @@ import pytest
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(REPO, 'configs', 'lapq', 'vgg11bn_fmnist_w4a4.py')
-SMALL = ['test_dataloader.dataset.indices=200', 'test_dataloader.batch_size=50',
-         'quantizer.calib.batch_size=16', 'quantizer.init.p_grid=[2.0,3.0,4.0]',
+SMALL = ['test_dataloader.dataset.indices=200',
+         'test_dataloader.batch_size=50', 'quantizer.calib.batch_size=16',
+         'quantizer.init.p_grid=[2.0,3.0,4.0]',
          'quantizer.search.maxiter=1', 'quantizer.bias_correction=empirical',
          # GPTQ's rounding decisions flip on float noise of the summed
          # Hessians; its reduction is tested on its own below.

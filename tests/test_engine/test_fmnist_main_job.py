@@ -9,7 +9,8 @@ import sys
 
 import pytest
 import torch
-from report_checks import assert_search_ends_at_its_guarded_best
+from report_checks import (assert_search_ends_at_its_guarded_best,
+                           reloaded_metrics)
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(REPO, 'configs', 'lapq', 'vgg11bn_fmnist_w4a4.py')
@@ -62,15 +63,8 @@ def test_fmnist_config_end_to_end_on_a_slice(tmp_path, fmnist_data):
 
     # The saved model (BN folded, channels-last) reloads to the same top-1
     # on the same 1000 images.
-    proc = subprocess.run(
-        [sys.executable, 'tools/quantize.py', CONFIG, '--eval-quantized',
-         osp.join(work_dir, 'lapq_quantized.pth'), '--work-dir',
-         str(tmp_path / 'reload'), '--cfg-options', slice_1000],
-        cwd=REPO, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = [ln for ln in proc.stdout.splitlines()
-            if ln.startswith('quantized model')][0]
-    metrics = eval(line.split(':', 1)[1])  # the metrics dict it printed
+    metrics = reloaded_metrics(REPO, CONFIG, work_dir,
+                               str(tmp_path / 'reload'), [slice_1000])
     assert metrics['accuracy/top1'] == report['quantized']['top1']
     assert metrics['accuracy/top5'] == report['quantized']['top5']
 
@@ -110,4 +104,3 @@ def test_speed_benchmark_prints_the_ratio(tmp_path, fmnist_data):
     assert res['eval_cost_ratio'] == pytest.approx(
         res['eval_s'] / res['fp32_forward_s'])
     assert f"eval_cost_ratio: {res['eval_cost_ratio']:.3f}" in proc.stdout
-

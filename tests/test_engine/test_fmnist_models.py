@@ -73,7 +73,8 @@ def test_mobilenet_v2_main_job_on_a_slice(tmp_path, fmnist_data):
     import subprocess
     import sys
 
-    from report_checks import assert_search_ends_at_its_guarded_best
+    from report_checks import (assert_search_ends_at_its_guarded_best,
+                               reloaded_metrics)
     config, work_dir = paths('mobilenet-v2')[1], str(tmp_path / 'mnv2')
     slice_1000 = 'test_dataloader.dataset.indices=1000'
     proc = subprocess.run(
@@ -98,15 +99,8 @@ def test_mobilenet_v2_main_job_on_a_slice(tmp_path, fmnist_data):
     assert report['settings']['quant']['w_per_channel'] is True
     assert report['quantized']['top1'] >= report['fp32']['top1'] - 8.0
 
-    proc = subprocess.run(
-        [sys.executable, 'tools/quantize.py', config, '--eval-quantized',
-         osp.join(work_dir, 'lapq_quantized.pth'), '--work-dir',
-         str(tmp_path / 'reload'), '--cfg-options', slice_1000],
-        cwd=REPO, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = [ln for ln in proc.stdout.splitlines()
-            if ln.startswith('quantized model')][0]
-    metrics = eval(line.split(':', 1)[1])  # the metrics dict it printed
+    metrics = reloaded_metrics(REPO, config, work_dir,
+                               str(tmp_path / 'reload'), [slice_1000])
     assert metrics['accuracy/top1'] == report['quantized']['top1']
 
 

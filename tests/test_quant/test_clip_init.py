@@ -38,8 +38,8 @@ def test_histogram_lp_close_to_tensor_lp(dist):
         hist = AbsHistogram(2048)
         for chunk in x.split(7000):  # range doubles as larger values arrive
             hist.update(chunk)
-        assert lp_clip_histogram(hist, grid, 2.5) == pytest.approx(exact,
-                                                                  rel=0.02)
+        assert lp_clip_histogram(hist, grid, 2.5) == pytest.approx(
+            exact, rel=0.02)
 
 
 def test_histogram_keeps_every_value_while_range_grows():
