@@ -26,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..quant.control import layer_quantizers, quant_layers
+from ..quant.precision import wide_dtype
 from .calib import CalibrationSet
 
 
@@ -157,8 +158,8 @@ class CalibrationObjective:
                         entry = None  # too big: run uncached from here
                 x = self.steps[i](x)
             batch_loss = F.cross_entropy(x.float(), y, reduction='sum')
-            total = batch_loss.double() if total is None \
-                else total + batch_loss.double()
+            batch_loss = batch_loss.to(wide_dtype(batch_loss.device))
+            total = batch_loss if total is None else total + batch_loss
         self.steps_run += (n - start) * len(self.calib.labels)
         count = self.calib.num_images
         if self.reduce_fn is not None:

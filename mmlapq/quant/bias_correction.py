@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 
 from .control import quant_layers
+from .precision import wide_dtype
 
 
 @torch.no_grad()
@@ -36,7 +37,7 @@ def empirical_bias_correction(model: nn.Module,
             err = layer.weight_error_output(inputs[0])
             channel_dim = 1 if err.dim() > 2 else err.dim() - 1
             dims = [d for d in range(err.dim()) if d != channel_dim]
-            total = err.double().sum(dims)
+            total = err.to(wide_dtype(err.device)).sum(dims)
             sums[name] = sums[name] + total if name in sums else total
             counts[name] = counts.get(name, 0) + err.numel() // err.shape[
                 channel_dim]
@@ -56,7 +57,7 @@ def empirical_bias_correction(model: nn.Module,
     for name, layer in layers.items():
         if name in counts:
             total, count = sums[name], torch.tensor(float(counts[name]),
-                                                    dtype=torch.float64,
+                                                    dtype=sums[name].dtype,
                                                     device=sums[name].device)
             if reduce_sum is not None:
                 total, count = reduce_sum(total), reduce_sum(count)

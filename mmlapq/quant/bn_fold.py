@@ -11,25 +11,24 @@ from typing import List
 import torch
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 
 @torch.no_grad()
 def fold_bn_into_conv(conv: nn.Conv2d, bn: _BatchNorm) -> None:
-    """Fold ``bn`` into ``conv`` in place (``conv`` gains a bias if needed)."""
+    """Fold ``bn`` into ``conv`` in place (``conv`` gains a bias if needed):
+    torch's own fusion arithmetic, written into the conv's parameters so
+    that anything holding them (a wrapped model) sees the folded values."""
     if bn.running_mean is None or bn.running_var is None:
         raise ValueError('cannot fold a BatchNorm without running statistics')
-    scale = torch.rsqrt(bn.running_var + bn.eps)
-    shift = -bn.running_mean * scale
-    if bn.affine:
-        scale, shift = scale * bn.weight, shift * bn.weight + bn.bias
-    bias = conv.bias if conv.bias is not None \
-        else torch.zeros_like(bn.running_mean)
-    conv.weight.mul_(scale.view(-1, *([1] * (conv.weight.dim() - 1))))
-    new_bias = bias * scale + shift
+    weight, bias = fuse_conv_bn_weights(
+        conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps,
+        bn.weight if bn.affine else None, bn.bias if bn.affine else None)
+    conv.weight.copy_(weight)
     if conv.bias is None:
-        conv.bias = nn.Parameter(new_bias.to(conv.weight.dtype))
+        conv.bias = nn.Parameter(bias.detach().to(conv.weight.dtype))
     else:
-        conv.bias.copy_(new_bias)
+        conv.bias.copy_(bias)
 
 
 def _is_conv_module(module: nn.Module) -> bool:
@@ -55,8 +54,9 @@ def fold_batch_norms(model: nn.Module) -> List[str]:
 
     Handles mmcv ConvModule (conv then norm in its ``order``; MobileNetV2),
     the ``conv{i}`` / ``norm{i}_name`` pairs of mmcls's ResNet blocks and
-    stem, and a Conv2d directly followed by a BatchNorm2d among an
-    nn.Sequential's children (VGG-BN's features, ResNet's downsample).
+    stem, and a Conv2d directly followed by any BatchNorm (BatchNorm2d,
+    SyncBatchNorm, ...) among an nn.Sequential's children (VGG-BN's
+    features, ResNet's downsample).
     """
     folded = []
     for name, module in list(model.named_modules()):
@@ -78,7 +78,7 @@ def fold_batch_norms(model: nn.Module) -> List[str]:
             children = list(module.named_children())
             for (_, first), (bn_name, second) in zip(children, children[1:]):
                 if isinstance(first, nn.Conv2d) and isinstance(
-                        second, nn.BatchNorm2d):
+                        second, _BatchNorm):
                     fold_bn_into_conv(first, second)
                     setattr(module, bn_name, nn.Identity())
                     folded.append(prefix + bn_name)

@@ -14,6 +14,7 @@ from scipy import optimize, special
 
 from .grids import Grid
 from .histogram import AbsHistogram
+from .precision import wide_dtype
 
 INIT_METHODS = ('max', 'lp', 'aciq', 'percentile')
 ACIQ_DISTRIBUTIONS = ('laplace', 'gaussian')
@@ -43,7 +44,7 @@ def lp_errors(values: torch.Tensor, counts: Optional[torch.Tensor],
         err = (grid.quantize(values.unsqueeze(0), a) - values).abs_().pow_(p)
         if counts is not None:
             err = err * counts
-        out.append(err.sum(-1, dtype=torch.float64) / total)
+        out.append(err.sum(-1, dtype=wide_dtype(err.device)) / total)
     return torch.cat(out)
 
 
@@ -189,10 +190,10 @@ class WeightClipper:
             return self._out(search_lp_clip(absw, None, grid, p))
 
         def aciq() -> torch.Tensor:
-            mean_abs = absw.double().mean(1)
-            rms = absw.double().square().mean(1).sqrt()
+            wide = absw.to(wide_dtype(absw.device))
+            mean_abs, rms = wide.mean(1), wide.square().mean(1).sqrt()
             clip = aciq_clip(mean_abs, rms, grid, distribution)
-            return self._out(torch.minimum(clip, absw.max(1).values.double()))
+            return self._out(torch.minimum(clip, wide.max(1).values))
 
         def percentile_clip() -> torch.Tensor:
             if self.hist is not None:
@@ -204,6 +205,12 @@ class WeightClipper:
             aciq=aciq, percentile=percentile_clip)
 
 
+# torch.quantile refuses inputs of more than 2^24 elements.
+_QUANTILE_MAX_NUMEL = 1 << 24
+
+
 def _quantile_rows(x: torch.Tensor, q: float) -> torch.Tensor:
-    k = max(1, min(x.shape[1], int(math.ceil(q * x.shape[1]))))
-    return x.kthvalue(k, dim=1).values
+    """The q-quantile of each row (the next value up between two)."""
+    rows = max(1, _QUANTILE_MAX_NUMEL // max(1, x.shape[1]))
+    return torch.cat([torch.quantile(part, q, dim=1, interpolation='higher')
+                      for part in x.split(rows)])

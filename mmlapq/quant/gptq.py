@@ -9,6 +9,13 @@ layer's grid at its clip; the rounding error of each column is spread over
 the columns not yet rounded through the upper Cholesky factor of H^-1, in
 blocks of columns. With a diagonal H nothing is spread, and the result is
 round-to-nearest.
+
+Machine independence: H is summed in float64 (float32 sums of millions of
+products round differently with each CPU's kernels and thread count) and
+stays float64 through the Cholesky; act-order sorts stably; the matmuls run
+in IEEE float32 whatever the TF32 setting (as the GPTQ authors do). The
+groups of a grouped or depthwise conv are rounded together, batched (one
+batched Cholesky instead of one per group).
 """
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -18,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .grids import check_type
+from .precision import tf32_mode, wide_dtype
 
 # Unfolded conv inputs handled at once (elements): bounds the memory of
 # im2col on large feature maps.
@@ -45,7 +53,8 @@ class GPTQSettings:
 
 
 class HessianAccumulator:
-    """Sum of X X^T over a layer's inputs, one [d, d] block per group."""
+    """Sum of X X^T over a layer's inputs, one [d, d] block per group, in
+    float64 (see the module doc)."""
 
     def __init__(self, layer: nn.Module):
         if isinstance(layer, nn.Conv2d):
@@ -62,14 +71,17 @@ class HessianAccumulator:
         self.count = 0
 
     def _columns(self, x: torch.Tensor) -> torch.Tensor:
-        """[groups, dim, n]: one column per output position."""
+        """[groups, dim, n]: one column per output position, with the
+        conv's own padding (string padding and padding modes included)."""
         layer = self.layer
         if isinstance(layer, nn.Linear):
             return x.reshape(-1, self.dim).t().unsqueeze(0)
         padding = layer.padding
-        if layer.padding_mode != 'zeros':  # as nn.Conv2d pads these
-            x = F.pad(x, layer._reversed_padding_repeated_twice,
-                      mode=layer.padding_mode)
+        if layer.padding_mode != 'zeros' or isinstance(padding, str):
+            # What nn.Conv2d pads: 'same' may pad one more on the right.
+            mode = 'constant' if layer.padding_mode == 'zeros' \
+                else layer.padding_mode
+            x = F.pad(x, layer._reversed_padding_repeated_twice, mode=mode)
             padding = 0
         cols = F.unfold(x, layer.kernel_size, dilation=layer.dilation,
                         padding=padding, stride=layer.stride)  # [N, C*k, L]
@@ -79,7 +91,7 @@ class HessianAccumulator:
 
     def add(self, x: torch.Tensor) -> None:
         """Accumulate the inputs ``x`` of one batch."""
-        x = x.detach().float()
+        x = x.detach().to(wide_dtype(x.device))
         per_sample = max(1, x[0].numel() * (
             self.layer.kernel_size[0] * self.layer.kernel_size[1]
             if isinstance(self.layer, nn.Conv2d) else 1))
@@ -91,16 +103,27 @@ class HessianAccumulator:
             self.count += cols.shape[-1]
 
     def hessian(self, reduce_sum: Optional[Callable] = None) -> torch.Tensor:
-        """2 X X^T / n, [groups, dim, dim]; ``reduce_sum`` sums the sum and
-        the count over processes."""
+        """2 X X^T / n, [groups, dim, dim] (float64 where the device has
+        it); ``reduce_sum`` sums the sum and the count over processes."""
         if self.sum is None:
             raise RuntimeError('no calibration input reached this layer')
-        total = self.sum.double()
-        count = torch.tensor(float(self.count), dtype=torch.float64,
+        total = self.sum
+        count = torch.tensor(float(self.count), dtype=total.dtype,
                              device=total.device)
         if reduce_sum is not None:
             total, count = reduce_sum(total), reduce_sum(count)
-        return (2 * total / count).float()
+        return 2 * total / count
+
+
+def _inverse_cholesky(H: torch.Tensor) -> torch.Tensor:
+    """Upper Cholesky factor of H^-1 for a batch [G, d, d], in float64
+    (on the CPU for a device without float64)."""
+    device = H.device
+    H = H.to('cpu' if wide_dtype(device) != torch.float64 else device,
+             torch.float64)
+    U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)),
+                              upper=True)
+    return U.to(device)
 
 
 def gptq_round(weight: torch.Tensor, hessian: torch.Tensor,
@@ -108,62 +131,83 @@ def gptq_round(weight: torch.Tensor, hessian: torch.Tensor,
                settings: GPTQSettings = GPTQSettings()) -> torch.Tensor:
     """Round ``weight`` [rows, d] column by column with the error feedback
     of ``hessian`` [d, d]; ``quantize(column)`` rounds one column [rows] to
-    the nearest grid point. Returns the rounded weights (on the grid)."""
+    the nearest grid point. Returns the rounded weights (on the grid).
+
+    Batched: ``weight`` [G, rows, d] with ``hessian`` [G, d, d] rounds G
+    independent problems at once (the groups of a conv); ``quantize`` then
+    gets columns [G, rows]."""
+    batched = weight.dim() == 3
+    if not batched:
+        weight, hessian = weight[None], hessian[None]
+        one = quantize
+
+        def quantize(column):
+            return one(column[0])[None]
+    with tf32_mode(False):
+        Q = _gptq_round_batch(weight, hessian, quantize, settings)
+    return Q if batched else Q[0]
+
+
+def _gptq_round_batch(weight, hessian, quantize, settings) -> torch.Tensor:
     W = weight.detach().float().clone()
-    H = hessian.detach().double().clone()
-    d = W.shape[1]
-    dead = torch.diagonal(H) == 0  # inputs that were always zero
-    H[dead, dead] = 1.0
-    W[:, dead] = 0.0
+    H = hessian.detach().clone()
+    G, rows, d = W.shape
+    diag = torch.diagonal(H, dim1=1, dim2=2)  # a view into H
+    dead = diag == 0  # inputs that were always zero
+    diag[dead] = 1.0
+    W.masked_fill_(dead[:, None, :], 0.0)
     perm = None
     if settings.act_order:
-        perm = torch.argsort(torch.diagonal(H), descending=True)
-        W, H = W[:, perm], H[perm][:, perm]
-    H += settings.damp * torch.diagonal(H).mean() * torch.eye(
-        d, dtype=H.dtype, device=H.device)
-    # Upper Cholesky factor of H^-1: row i holds how the error of column i
-    # moves the columns after it.
-    U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)),
-                              upper=True).float()
+        # Stable: inputs of equal curvature keep their order on every
+        # machine.
+        perm = torch.argsort(diag, dim=1, descending=True, stable=True)
+        W = W.gather(2, perm[:, None, :].expand(G, rows, d))
+        H = H.gather(1, perm[:, :, None].expand(G, d, d)).gather(
+            2, perm[:, None, :].expand(G, d, d))
+        diag = torch.diagonal(H, dim1=1, dim2=2)
+    damp = settings.damp * diag.mean(1)
+    H = H + damp[:, None, None] * torch.eye(d, dtype=H.dtype,
+                                             device=H.device)
+    # Row i of U holds how the error of column i moves the columns after it.
+    U = _inverse_cholesky(H).float()
     Q = torch.zeros_like(W)
     for i1 in range(0, d, settings.block_size):
         i2 = min(i1 + settings.block_size, d)
-        block = W[:, i1:i2].clone()
+        block = W[:, :, i1:i2].clone()
         errors = torch.zeros_like(block)
-        U1 = U[i1:i2, i1:i2]
+        U1 = U[:, i1:i2, i1:i2]
         for i in range(i2 - i1):
-            w = block[:, i]
+            w = block[:, :, i]
             q = quantize(w)
-            Q[:, i1 + i] = q
-            err = (w - q) / U1[i, i]
-            block[:, i:] -= err[:, None] * U1[i, i:][None, :]
-            errors[:, i] = err
-        W[:, i2:] -= errors @ U[i1:i2, i2:]
+            Q[:, :, i1 + i] = q
+            err = (w - q) / U1[:, i, i][:, None]
+            block[:, :, i:] -= err[:, :, None] * U1[:, i, i:][:, None, :]
+            errors[:, :, i] = err
+        W[:, :, i2:] -= errors @ U[:, i1:i2, i2:]
     if perm is not None:
-        Q = Q[:, torch.argsort(perm)]
+        Q = Q.gather(2, torch.argsort(perm, dim=1)[:, None, :].expand(
+            G, rows, d))
     return Q
 
 
 def gptq_codes(layer: nn.Module, hessian: torch.Tensor,
                settings: GPTQSettings = GPTQSettings()) -> torch.Tensor:
     """Integer codes (as floats, shaped like the weight) of a quantized
-    layer's weight rounded by GPTQ on its grid at its current clip(s)."""
+    layer's weight rounded by GPTQ on its grid at its current clip(s); the
+    groups of a grouped conv are rounded as one batch."""
     wq = layer.weight_quantizer
     grid, alpha = wq.grid, wq.alpha
     weight = layer.weight.detach()
     rows = weight.shape[0]
     groups = hessian.shape[0]
-    per_group = rows // groups
-    flat = weight.reshape(rows, -1).float()
-    codes = torch.empty_like(flat)
-    for g in range(groups):
-        part = slice(g * per_group, (g + 1) * per_group)
-        a = alpha[part] if alpha.dim() else alpha
+    flat = weight.reshape(groups, rows // groups, -1).float()
+    # One clip per row [G, rows/G, 1], or the tensor's one clip.
+    a = alpha.reshape(groups, rows // groups, 1) if alpha.dim() else alpha
+    a_column = a[..., 0] if alpha.dim() else a
 
-        def quantize(column, a=a):
-            return grid.quantize(column, a)
+    def quantize(column: torch.Tensor) -> torch.Tensor:
+        return grid.quantize(column, a_column.reshape(column.shape)
+                             if alpha.dim() else a_column)
 
-        rounded = gptq_round(flat[part], hessian[g], quantize, settings)
-        a_col = a[:, None] if a.dim() else a
-        codes[part] = grid.to_codes(rounded, a_col)
-    return codes.reshape(weight.shape)
+    rounded = gptq_round(flat, hessian, quantize, settings)
+    return grid.to_codes(rounded, a).reshape(weight.shape)

@@ -9,7 +9,11 @@ Three kinds (shared/docs/LAPQ.md section 2), each defined by a clip ``alpha``:
 - ``unsigned``: 0 .. 2^b-1 times ``alpha / (2^b-1)``, for inputs that are never
   negative (after ReLU).
 
-Rounding is ``torch.round`` (ties to even), as in the reference.
+Rounding is ``torch.round`` (ties to even) of ``x / step``: a division, as
+ONNX QuantizeLinear computes it, everywhere (activations, per-tensor and
+per-channel weights, GPTQ, integer codes). torch's fused fake_quantize ops
+multiply by ``1 / step`` instead, which rounds the other way for some values
+at half steps; they are not used.
 """
 from dataclasses import dataclass
 from typing import Union
@@ -98,7 +102,8 @@ class Grid:
             q = torch.round(torch.clamp((x + alpha) / step, 0, self.num_steps))
             return q * step - alpha
         low = -self.qmax if self.kind == 'signed' else 0
-        return torch.clamp(torch.round(x / step), low, self.qmax) * step
+        q = torch.round(x / step)
+        return q.clamp_(low, self.qmax).mul_(step)
 
     def to_codes(self, x: torch.Tensor, alpha: Alpha) -> torch.Tensor:
         """The integer level of each value (as floats): -qmax..qmax for

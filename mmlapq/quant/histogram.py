@@ -18,6 +18,8 @@ from typing import Optional
 
 import torch
 
+from .precision import wide_dtype
+
 
 # Values binned at a time: bounds the int64 index tensor (8 bytes a value).
 _BIN_CHUNK = 1 << 24
@@ -70,8 +72,9 @@ class AbsHistogram:
         self.min_value = min(self.min_value, float(x.min()))
         self.max_abs = max(self.max_abs, batch_max)
         self.count += x.numel()
-        self.sum_abs += float(absx.double().sum())
-        self.sum_sq += float(x.double().square().sum())
+        wide = x.to(wide_dtype(x.device))
+        self.sum_abs += float(wide.abs().sum())
+        self.sum_sq += float(wide.square().sum())
         if self.upper == 0.0:
             self.upper = 2.0**math.ceil(math.log2(batch_max)) \
                 if batch_max > 0 else 2.0**-20

@@ -1,5 +1,6 @@
 """Quantized weights as integers: the codes each weight takes on its grid,
-packed two per byte at 4 bits and below.
+packed two per byte at 4 bits and below, one byte up to 8 bits, two bytes
+up to 16.
 
 A layer's quantized weight is ``codes x step`` (signed and unsigned grids)
 at its clip, so storing the codes and the clip gives back exactly the
@@ -42,38 +43,57 @@ def weight_step(layer: nn.Module) -> torch.Tensor:
 
 
 def layer_weight_codes(layer: nn.Module) -> torch.Tensor:
-    """The integer code of every weight of a quantized layer (int16), as
-    its forward uses them."""
+    """The integer code of every weight of a quantized layer (int32: a
+    16-bit unsigned grid reaches 65535), as its forward uses them."""
     if layer.weight_codes is not None:
-        return layer.weight_codes.round().to(torch.int16)
+        return layer.weight_codes.round().to(torch.int32)
     if getattr(layer, 'weight_mean_correction', False):
         raise ValueError("weights with bias_correction='mean' are off the "
                          'grid and have no integer codes: use '
                          "bias_correction='empirical' or 'none'")
     w_hat, _ = layer.quantized_weight_and_bias()
     step = weight_step(layer).to(w_hat.device)
-    return torch.round(w_hat / step).to(torch.int16)
+    return torch.round(w_hat / step).to(torch.int32)
+
+
+# Codes of 9 to 16 bits, offset to 0..2^bits-1, are stored in int16 shifted
+# down by this (torch has no general-purpose uint16).
+_INT16_SHIFT = 1 << 15
 
 
 def pack_codes(codes: torch.Tensor, grid: Grid) -> Dict[str, object]:
-    """Codes as compact bytes: offset to 0..2^bits-1, two per byte at 4 bits
-    and below (low nibble first), one per byte above."""
-    low, _ = code_range(grid)
-    flat = (codes.flatten().to(torch.int16) - low).to(torch.uint8)
-    if grid.bits <= 4:
-        if flat.numel() % 2:
-            flat = torch.cat([flat, flat.new_zeros(1)])
-        flat = flat[0::2] | (flat[1::2] << 4)
-    return dict(data=flat.contiguous(), shape=list(codes.shape),
+    """Codes as compact bytes: offset to 0..2^bits-1, then two per byte at 4
+    bits and below (low nibble first), one uint8 up to 8 bits, one int16
+    (shifted by -2^15) up to 16."""
+    low, high = code_range(grid)
+    flat = codes.flatten().to(torch.int32)
+    if flat.numel() and (int(flat.min()) < low or int(flat.max()) > high):
+        raise ValueError(f'codes outside {low}..{high} cannot be stored on '
+                         f'a {grid.bits}-bit {grid.kind} grid')
+    flat = flat - low
+    if grid.bits > 8:
+        data = (flat - _INT16_SHIFT).to(torch.int16)
+    else:
+        data = flat.to(torch.uint8)
+        if grid.bits <= 4:
+            if data.numel() % 2:
+                data = torch.cat([data, data.new_zeros(1)])
+            data = data[0::2] | (data[1::2] << 4)
+    return dict(data=data.contiguous(), shape=list(codes.shape),
                 bits=grid.bits, low=int(low))
 
 
 def unpack_codes(packed: Dict[str, object]) -> torch.Tensor:
-    """The int16 codes of :func:`pack_codes`."""
-    data, shape = packed['data'], packed['shape']
+    """The int32 codes of :func:`pack_codes`."""
+    data, shape, bits = packed['data'], packed['shape'], packed['bits']
     numel = 1
     for size in shape:
         numel *= int(size)
-    if packed['bits'] <= 4:
-        data = torch.stack([data & 0xF, data >> 4], dim=1).flatten()[:numel]
-    return (data.to(torch.int16) + int(packed['low'])).reshape(shape)
+    if bits > 8:
+        flat = data.to(torch.int32) + _INT16_SHIFT
+    elif bits <= 4:
+        flat = torch.stack([data & 0xF, data >> 4],
+                           dim=1).flatten()[:numel].to(torch.int32)
+    else:
+        flat = data.to(torch.int32)
+    return (flat + int(packed['low'])).reshape(shape)

@@ -6,8 +6,8 @@ no missing or unexpected keys. The clips live in non-persistent buffers and
 travel in the quantized checkpoint separately (see ``quant.control``).
 
 Cost: the quantized weight is computed once per change of its clip (or of the
-weight) and cached; a forward costs the float layer plus one fused
-fake-quantize of the input.
+weight) and cached; a forward costs the float layer plus the fake-quantize of
+the input (round(x / step), clamped, times step: the rule of Grid.quantize).
 """
 import itertools
 from typing import Optional, Tuple
@@ -80,15 +80,12 @@ class TensorQuantizer(nn.Module):
             raise RuntimeError('a quantizer has no clip value yet: initialise '
                                'the clips (mmlapq.quant.init) before running '
                                'the quantized model')
-        grid = self.grid
+        # Grid.quantize divides by the step, as ONNX QuantizeLinear does;
+        # torch's fused fake_quantize_* ops multiply by 1/step, which rounds
+        # differently at half steps, so they are not used.
         if self.channel_axis is not None:
-            return grid.quantize(x, self._broadcast_alpha(x))
-        if grid.kind == 'midrise':
-            return grid.quantize(x, self._alpha_float)
-        # One fused kernel instead of four element-wise passes.
-        low = -grid.qmax if grid.kind == 'signed' else 0
-        return torch.fake_quantize_per_tensor_affine(
-            x, grid.step(self._alpha_float), 0, low, grid.qmax)
+            return self.grid.quantize(x, self._broadcast_alpha(x))
+        return self.grid.quantize(x, self._alpha_float)
 
     def extra_repr(self) -> str:
         axis = '' if self.channel_axis is None else ', per_channel'

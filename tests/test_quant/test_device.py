@@ -64,3 +64,44 @@ def test_quantized_layers_on_meta():
     linear.weight_quantizer.set_alpha(0.2)
     linear.to(META)
     assert linear(meta(5, 6)).device == META
+
+
+class NoFloat64(torch.utils._python_dispatch.TorchDispatchMode):
+    """Fails on any float64 result on ``meta``, as MPS fails on float64."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in torch.utils._pytree.tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.device == META and \
+                    t.dtype == torch.float64:
+                raise AssertionError(f'{func} made float64 on a device '
+                                     'without float64')
+        return out
+
+
+@pytest.fixture
+def meta_without_float64(monkeypatch):
+    from mmlapq.quant import precision
+    monkeypatch.setattr(precision, 'NO_FLOAT64', {'mps', 'meta'})
+    with NoFloat64():
+        yield
+
+
+def test_sums_fall_back_to_float32_without_float64(meta_without_float64):
+    """GPTQ's Hessian, the Lp errors, ACIQ and bias-correction sums use
+    float64 only where the device has it (MPS has not)."""
+    from mmlapq.quant.gptq import HessianAccumulator
+    acc = HessianAccumulator(nn.Conv2d(3, 4, 3))
+    acc.add(meta(2, 3, 6, 6))
+    assert acc.hessian().dtype == torch.float32
+    grid = Grid(4)
+    assert lp_errors(meta(3, 100), None, grid, meta(5, 3), 2.5).dtype == \
+        torch.float32
+    clipper = WeightClipper(meta(8, 4, 3, 3), per_channel=True)
+    assert clipper.clip(grid, 'aciq').device == META
+
+
+def test_no_float64_check_can_fail(meta_without_float64):
+    """The mode above does catch a hard-coded float64."""
+    with pytest.raises(AssertionError, match='float64'):
+        meta(3).double()

@@ -66,17 +66,99 @@ def test_blocks_give_the_same_result_as_one_column_at_a_time():
     assert torch.allclose(runs[0], runs[2], atol=1e-5)
 
 
-def test_conv_hessian_matches_unfolded_inputs_and_groups_stay_apart():
-    conv = nn.Conv2d(4, 6, 3, padding=1, groups=2)
-    x = torch.randn(3, 4, 5, 5)
+CONVS = [  # (stride, dilation, groups, padding, padding_mode, kernel)
+    (1, 1, 1, 1, 'zeros', 3),
+    (2, 1, 1, 1, 'zeros', 3),
+    (1, 2, 1, 2, 'zeros', 3),
+    (1, 1, 2, 1, 'zeros', 3),          # grouped
+    (1, 1, 4, 1, 'zeros', 3),          # depthwise
+    (1, 1, 1, 'same', 'zeros', 3),
+    (1, 2, 1, 'same', 'zeros', 4),     # 'same' pads one more on the right
+    (1, 1, 1, 'valid', 'zeros', 3),
+    (1, 1, 1, 1, 'reflect', 3),
+    (2, 1, 1, 1, 'circular', 3),
+    (1, 1, 4, 'same', 'replicate', 3),
+]
+
+
+@pytest.mark.parametrize('stride,dilation,groups,padding,mode,k', CONVS)
+def test_conv_hessian_known_answer(stride, dilation, groups, padding, mode,
+                                   k):
+    """w^T H w = 2 mean(y^2) for each output channel y = w * x of the conv
+    itself: the Hessian sees exactly the patches the conv multiplies."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 8, k, stride=stride, dilation=dilation,
+                     groups=groups, padding=padding, padding_mode=mode,
+                     bias=False).double()
+    x = torch.randn(3, 4, 9, 9, dtype=torch.float64)
     acc = HessianAccumulator(conv)
     acc.add(x[:1])
     acc.add(x[1:])  # batch by batch equals all at once
     h = acc.hessian()
-    assert h.shape == (2, 18, 18)
-    cols = nn.functional.unfold(x, 3, padding=1)  # [3, 36, 25]
-    g1 = cols[:, 18:].permute(1, 0, 2).reshape(18, -1)
-    assert torch.allclose(h[1], 2 * g1 @ g1.t() / g1.shape[1], atol=1e-4)
+    assert h.dtype == torch.float64  # summed in float64, kept so
+    assert h.shape == (groups, 4 // groups * k * k, 4 // groups * k * k)
+    with torch.no_grad():
+        y = conv(x)
+    per_group = 8 // groups
+    for o in range(8):
+        w = conv.weight[o].detach().reshape(-1)
+        quadratic = w @ h[o // per_group] @ w
+        expected = 2 * y[:, o].square().mean()
+        assert float(quadratic) == pytest.approx(float(expected), rel=1e-9)
+
+
+def test_hessian_sums_float32_inputs_in_float64():
+    x = torch.randn(64, 16)
+    acc = HessianAccumulator(nn.Linear(16, 4))
+    acc.add(x)
+    exact = 2 * x.double().t() @ x.double() / 64
+    # float32 sums would be off by ~1e-7 relative
+    torch.testing.assert_close(acc.hessian()[0], exact, rtol=1e-12, atol=0)
+
+
+def test_depthwise_groups_are_rounded_in_one_batch_like_one_by_one():
+    torch.manual_seed(0)
+    conv = QuantConv2d.from_float(nn.Conv2d(6, 6, 3, groups=6, padding=1),
+                                  Grid(3), None, per_channel=True)
+    conv.weight_quantizer.set_alpha(
+        conv.weight.detach().abs().amax((1, 2, 3)) * 0.8)
+    acc = HessianAccumulator(conv)
+    acc.add(torch.randn(8, 6, 7, 7).cumsum(1))  # correlated channels
+    h = acc.hessian()
+    codes = gptq_codes(conv, h)
+    grid, alpha = Grid(3), conv.weight_quantizer.alpha
+    for g in range(6):
+        w = conv.weight.detach()[g].reshape(1, -1)
+        one = gptq_round(w, h[g], lambda c, a=alpha[g]: grid.quantize(c, a))
+        assert torch.equal(grid.to_codes(one, alpha[g]).reshape(1, 3, 3),
+                           codes[g])
+
+
+def test_gptq_runs_without_tf32_whatever_the_setting():
+    from mmlapq.quant.precision import tf32_flags, tf32_mode
+    seen = []
+
+    def quantize(column):
+        seen.append(tf32_flags())
+        return Grid(4).quantize(column, 1.0)
+
+    with tf32_mode(True):
+        gptq_round(torch.randn(3, 5), torch.eye(5), quantize)
+        assert tf32_flags() == dict(cuda_matmul=True, cudnn=True)
+    assert seen and all(f == dict(cuda_matmul=False, cudnn=False)
+                        for f in seen)
+
+
+def test_act_order_keeps_tied_inputs_in_their_order():
+    """Equal curvature everywhere: the stable sort is the identity, so
+    act-order and plain order give the same rounding."""
+    torch.manual_seed(0)
+    w = torch.randn(6, 12)
+    h = torch.full((12, 12), 0.5) + 0.5 * torch.eye(12)
+    grid = Grid(3)
+    runs = [gptq_round(w, h, lambda c: grid.quantize(c, 1.5),
+                       GPTQSettings(act_order=a)) for a in (False, True)]
+    assert torch.equal(runs[0], runs[1])
 
 
 @pytest.mark.parametrize('per_channel', [False, True])

@@ -54,24 +54,41 @@ def test_bad_grid_kind():
         Grid(4, 'asymmetric')
 
 
+def half_steps(step: float) -> torch.Tensor:
+    """Values on level midpoints of a grid of ``step``: where dividing by
+    the step and multiplying by 1/step round differently."""
+    return (torch.arange(-200, 200, dtype=torch.float32) + 0.5) * step
+
+
 @pytest.mark.parametrize('kind', ['signed', 'unsigned', 'midrise'])
 @pytest.mark.parametrize('bits', [2, 4, 8, 16])
-def test_fused_quantizer_matches_reference_formula(kind, bits):
+def test_quantizer_divides_by_the_step_as_onnx_does(kind, bits):
+    """One rounding rule everywhere: round(x / step), ties to even, as ONNX
+    QuantizeLinear (per-tensor and per-channel quantizers alike)."""
     torch.manual_seed(bits)
-    x = torch.randn(10000) * 2
-    tq = TensorQuantizer(Grid(bits, kind))
+    grid = Grid(bits, kind)
+    tq = TensorQuantizer(grid)
     tq.set_alpha(1.7)
     alpha = float(tq.alpha)  # clips are stored in float32
-    diff = (tq(x) - Grid(bits, kind).quantize(x, alpha)).abs()
-    if bits <= 8:
-        assert float(diff.max()) <= 1e-6
-    else:
-        # The fused kernel multiplies by 1/step where the formula divides:
-        # float32 rounding may move a value lying on a level midpoint by one
-        # step, which only happens when steps are tiny.
-        step = Grid(bits, kind).step(alpha)
-        assert float(diff.max()) <= step * 1.01
-        assert int((diff > 1e-6).sum()) <= len(x) // 1000
+    step = grid.step(alpha)
+    x = torch.cat([torch.randn(10000) * 2, half_steps(step)])
+    assert torch.equal(tq(x), grid.quantize(x, alpha))
+    per_channel = TensorQuantizer(grid, channel_axis=0)
+    per_channel.set_alpha(torch.full((2, ), 1.7))
+    assert torch.equal(per_channel(x.view(2, -1)), tq(x).view(2, -1))
+    if kind != 'midrise':
+        low = -grid.qmax if kind == 'signed' else 0
+        assert torch.equal(tq(x), torch.clamp(torch.round(x / step), low,
+                                              grid.qmax) * step)
+
+
+def test_half_steps_tell_division_from_multiplication():
+    """The data of the test above can trip a quantizer that multiplies by
+    1/step (torch's fused fake_quantize ops do)."""
+    step = Grid(8, 'signed').step(1.7)
+    x = half_steps(step)
+    fused = torch.fake_quantize_per_tensor_affine(x, step, 0, -127, 127)
+    assert not torch.equal(fused, Grid(8, 'signed').quantize(x, 1.7))
 
 
 def test_quantizer_errors():

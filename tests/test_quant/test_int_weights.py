@@ -8,16 +8,25 @@ from mmlapq.quant.int_weights import (integer_grid_error, layer_weight_codes,
                                       pack_codes, unpack_codes)
 
 
-@pytest.mark.parametrize('bits', [2, 3, 4, 5, 8])
+@pytest.mark.parametrize('bits', list(range(2, 17)))
 @pytest.mark.parametrize('kind', ['signed', 'unsigned'])
 def test_pack_roundtrip_and_size(bits, kind):
+    """Every width the grids allow: a cast to uint8 above 8 bits (the old
+    packing) lost 767 of the 1023 codes at 10 bits."""
     grid = Grid(bits, kind)
     low = -grid.qmax if kind == 'signed' else 0
-    codes = torch.randint(low, grid.qmax + 1, (7, 3, 3), dtype=torch.int16)
+    codes = torch.randint(low, grid.qmax + 1, (7, 3, 3), dtype=torch.int32)
+    codes.view(-1)[:2] = torch.tensor([low, grid.qmax])  # both ends
     packed = pack_codes(codes, grid)
     assert torch.equal(unpack_codes(packed), codes)
-    assert packed['data'].dtype == torch.uint8
+    expected = torch.uint8 if bits <= 8 else torch.int16
+    assert packed['data'].dtype == expected
     assert packed['data'].numel() == (32 if bits <= 4 else 63)  # 63 values
+
+
+def test_pack_refuses_codes_off_the_grid():
+    with pytest.raises(ValueError, match='outside -7..7'):
+        pack_codes(torch.tensor([8]), Grid(4, 'signed'))
 
 
 @pytest.mark.parametrize('per_channel', [False, True])

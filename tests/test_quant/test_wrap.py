@@ -58,6 +58,23 @@ def test_bn_folding_keeps_outputs_plain_and_mmcv():
     torch.testing.assert_close(logits(vgg, x), ref, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize('norm', [nn.BatchNorm2d, nn.SyncBatchNorm])
+def test_every_batchnorm_after_a_conv_in_a_sequential_is_folded(norm):
+    """mmcls's multi-GPU configs build ResNet's downsample with SyncBN."""
+    torch.manual_seed(0)
+    block = nn.Sequential(nn.Conv2d(3, 8, 1, bias=False), norm(8)).eval()
+    block[1].running_mean.uniform_(-1, 1)
+    block[1].running_var.uniform_(0.5, 2)
+    block[1].weight.data.uniform_(0.5, 1.5)
+    x = torch.randn(2, 3, 5, 5)
+    ref = nn.functional.batch_norm(
+        block[0](x), block[1].running_mean, block[1].running_var,
+        block[1].weight, block[1].bias, eps=block[1].eps)
+    assert fold_batch_norms(block) == ['1']
+    assert isinstance(block[1], nn.Identity)
+    torch.testing.assert_close(block(x), ref, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize('bn', [True, False])
 def test_float_mmcls_state_dict_loads_into_wrapped_model(bn):
     vgg = mmcls_vgg(bn=bn)
