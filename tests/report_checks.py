@@ -2,18 +2,27 @@
 import pytest
 
 
-def assert_search_ends_at_its_guarded_best(report: dict) -> None:
-    """The model ends at the guard's checkpoint of lowest held-out loss,
-    and that is the search's best point unless the guard rejected it."""
-    lapq = report['lapq']
+def assert_guard_followed_its_rule(lapq: dict, z: float = 2.0) -> None:
+    """The search's record (``lapq_report.json``'s ``lapq``) ends at the
+    checkpoint the held-out guard kept, and the guard kept what its rule
+    (lapq/guard.py) says: another checkpoint than the start only when it
+    lowered the held-out loss beyond ``z`` paired standard errors, the
+    start when none did. No tie is broken here: the rule needs none."""
     points = lapq['guard_checkpoints']
-    chosen = min(points, key=lambda c: c['holdout_loss'])
+    kept = [c for c in points if c['kept']]
+    assert len(kept) == 1, points
+    chosen = kept[0]
+    beats_start = [c for c in points[1:]
+                   if c['holdout_delta'] < -z * c['holdout_se']]
+    if chosen is points[0]:
+        assert not beats_start, points
+    else:
+        assert chosen in beats_start, points
     assert lapq['holdout_loss'] == chosen['holdout_loss']
     assert lapq['search_best_loss'] == pytest.approx(chosen['calib_loss'])
     assert points[-1]['calib_loss'] == min(lapq['loss_history'])
-    if lapq['guard'].startswith('kept'):
-        assert chosen is points[-1]
     assert lapq['holdout_init_loss'] == points[0]['holdout_loss']
+    assert lapq['guard'].startswith(f"kept the {chosen['point']} checkpoint")
 
 
 def reloaded_metrics(repo: str, config: str, work_dir: str, reload_dir: str,

@@ -131,6 +131,15 @@ class CalibrationObjective:
         return outs
 
     @torch.no_grad()
+    def image_losses(self) -> torch.Tensor:
+        """Cross-entropy of each calibration image of this process at the
+        model's current clips (uncached), in the set's order."""
+        self.set_train_mode(False)
+        logits = self.run_from(0, self.calib.inputs)
+        return torch.cat([F.cross_entropy(x.float(), y, reduction='none')
+                          for x, y in zip(logits, self.calib.labels)])
+
+    @torch.no_grad()
     def loss(self, use_cache: bool = True) -> float:
         """Mean cross-entropy at the model's current clips."""
         t0 = time.perf_counter()

@@ -10,8 +10,9 @@ evaluations and Ctrl-C both end the search at that best point.
 The guard against fitting the calibration images: with a held-out objective
 (images the search never optimises), the search records checkpoints (its
 start, the best point at the end of each sweep, and its end) and returns the
-checkpoint of the lowest held-out loss, so it falls back to its start when
-the held-out loss only went up.
+one that ``guard.choose_checkpoint`` picks: a checkpoint must lower the
+held-out loss by more than ``guard_z`` standard errors of a paired per-image
+comparison to replace the start.
 """
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ import torch
 from scipy import optimize
 
 from ..quant.grids import check_choice, check_type
+from .guard import choose_checkpoint
 from .objective import CalibrationObjective
 
 SEARCH_METHODS = ('powell', 'coordinate', 'none')
@@ -41,12 +43,15 @@ class SearchSettings:
     # activations only when GPTQ rounded the weights before the search (at
     # their clips), all otherwise.
     variables: str = 'auto'
+    # The held-out guard's margin, in standard errors of the paired mean
+    # per-image difference of held-out loss (see lapq/guard.py).
+    guard_z: float = 2.0
 
     def __post_init__(self):
         check_type('search.maxiter', self.maxiter, int)
         if self.max_evals is not None:
             check_type('search.max_evals', self.max_evals, int)
-        for key in ('xtol', 'ftol', 'log_interval'):
+        for key in ('xtol', 'ftol', 'log_interval', 'guard_z'):
             check_type(f'search.{key}', getattr(self, key), float)
         if self.method not in SEARCH_METHODS:
             raise ValueError(f'search method {self.method!r} is unknown: use '
@@ -54,6 +59,8 @@ class SearchSettings:
         check_choice('search.variables', self.variables, SEARCH_VARIABLES)
         if self.maxiter < 1:
             raise ValueError(f'maxiter={self.maxiter} must be >= 1')
+        if self.guard_z < 0:
+            raise ValueError(f'search.guard_z={self.guard_z} must be >= 0')
         if self.max_evals is not None and self.max_evals < 1:
             raise ValueError(f'max_evals={self.max_evals} must be >= 1')
         lo, hi = self.log_bounds
@@ -166,7 +173,8 @@ def joint_search(objective: CalibrationObjective, settings: SearchSettings,
     checkpoints.append(('end', state['best_u'].copy(), state['best']))
     chosen_u, guard_record = state['best_u'], {}
     if holdout is not None:
-        chosen_u, guard_record = _guard(space, holdout, checkpoints, log)
+        chosen_u, guard_record = _guard(space, holdout, checkpoints,
+                                        settings.guard_z, log)
     space.apply(chosen_u)
     best_loss = objective.loss()
     if log:
@@ -180,34 +188,35 @@ def joint_search(objective: CalibrationObjective, settings: SearchSettings,
 
 
 def _guard(space: ClipSpace, holdout: CalibrationObjective, checkpoints,
-           log) -> tuple:
-    """The checkpoint of the lowest held-out loss (the latest on a tie: the
-    same point, or the one the search reached) and the record of it."""
-    seen, rows = {}, []
-    for label, u, calib_loss in checkpoints:
+           z: float, log) -> tuple:
+    """The checkpoint the held-out guard keeps and the record of it."""
+    seen, losses = {}, []
+    for _, u, _ in checkpoints:
         key = tuple(np.round(u, 12))
         if key not in seen:
             space.apply(u)
-            seen[key] = holdout.loss()
+            seen[key] = holdout.image_losses()
+        losses.append(seen[key])
+    labels = [label for label, _, _ in checkpoints]
+    best, rule, stats = choose_checkpoint(losses, z, holdout.reduce_fn,
+                                          labels)
+    rows = []
+    for (label, _, calib_loss), image_losses, stat in zip(
+            checkpoints, losses, stats):
+        total, count = image_losses.sum(), image_losses.numel()
+        if holdout.reduce_fn is not None:
+            total, count = holdout.reduce_fn(total, count)
         rows.append(dict(point=label, calib_loss=float(calib_loss),
-                         holdout_loss=seen[key]))
-    best = min(range(len(rows)),
-               key=lambda i: (rows[i]['holdout_loss'], -i))
-    start, end = rows[0]['holdout_loss'], rows[-1]['holdout_loss']
-    if best == len(rows) - 1:
-        guard = 'kept the search result (lowest held-out loss)'
-    elif best == 0:
-        guard = (f'fell back to the start: the held-out loss went up '
-                 f'({start:.5f} -> {end:.5f})')
-    else:
-        guard = (f"chose the {rows[best]['point']} checkpoint: held-out loss "
-                 f"{rows[best]['holdout_loss']:.5f} against {end:.5f} at the "
-                 'end')
-    if log and best != len(rows) - 1:
-        log(f'held-out guard: {guard}', force=True)
+                         holdout_loss=float(total) / count,
+                         holdout_delta=stat['delta'],
+                         holdout_se=stat['se'], kept=False))
+    rows[best]['kept'] = True
+    if log:
+        log(f'held-out guard: {rule}', force=True)
     return checkpoints[best][1], dict(
-        holdout_init_loss=start, holdout_loss=rows[best]['holdout_loss'],
-        guard=guard, checkpoints=rows)
+        holdout_init_loss=rows[0]['holdout_loss'],
+        holdout_loss=rows[best]['holdout_loss'], guard=rule,
+        checkpoints=rows)
 
 
 def _coordinate_descent(f, state, n, lo, hi, settings,

@@ -13,7 +13,7 @@ import torch
 from imagenet_fixture import (imagenet_cfg_options, label_val_by_model,
                               make_imagenet_folder, save_random_model,
                               save_random_vgg11)
-from report_checks import assert_search_ends_at_its_guarded_best
+from report_checks import assert_guard_followed_its_rule
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(REPO, 'configs', 'lapq', 'vgg11_w4a4.py')
@@ -62,7 +62,7 @@ def test_end_to_end_report_and_reload(imagenet, tmp_path):
         assert node is not None, key
     assert report['fp32']['top1'] == 100.0  # val labels are its predictions
     assert report['lapq']['func_evals'] == 8
-    assert_search_ends_at_its_guarded_best(report)
+    assert_guard_followed_its_rule(report['lapq'])
     assert 2.0 <= report['init']['p'] <= 4.0
     assert report['env']['tf32'] == {'cuda_matmul': False, 'cudnn': False}
     assert report['settings']['quant']['w_bits'] == 4
