@@ -47,6 +47,15 @@ def reduce_tensor_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def broadcast_from_rank0(tensor: torch.Tensor) -> torch.Tensor:
+    """Rank 0's value of ``tensor`` on every process (a copy)."""
+    if not is_distributed():
+        return tensor
+    tensor = tensor.clone()
+    dist.broadcast(tensor, src=0)
+    return tensor
+
+
 def init_distributed(cfg) -> None:
     """Start the process group before anything rank-local can fail, so that
     :func:`ranks_agree` can share a failure (the Runner then finds it

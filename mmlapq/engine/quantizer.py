@@ -176,7 +176,7 @@ class LAPQQuantizer:
 
     def quantize(self, model: nn.Module, calib: CalibrationSet,
                  logger: Optional[logging.Logger] = None, reduce_fn=None,
-                 reduce_hist=None, reduce_sum=None
+                 reduce_hist=None, reduce_sum=None, broadcast=None
                  ) -> Tuple[list, LapqResult]:
         """Wrap ``model`` in place and run LAPQ on ``calib``."""
         from ..lapq import NonFiniteLossError
@@ -200,7 +200,8 @@ class LAPQQuantizer:
                                   logger=logger, reduce_hist=reduce_hist,
                                   reduce_sum=reduce_sum,
                                   rounding=self.rounding,
-                                  holdout=calib.holdout)
+                                  holdout=calib.holdout,
+                                  broadcast=broadcast)
         except NonFiniteLossError as exc:
             raise LAPQError(str(exc)) from None
         return plans, result

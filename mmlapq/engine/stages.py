@@ -11,8 +11,8 @@ from mmengine import dist
 
 from ..quant import clips_applied
 from .calibration import build_calibration_set
-from .dist import ranks_agree, reduce_histogram, reduce_loss_sum, \
-    reduce_tensor_sum
+from .dist import broadcast_from_rank0, ranks_agree, reduce_histogram, \
+    reduce_loss_sum, reduce_tensor_sum
 from .evaluation import evaluate, metrics_top
 from .quantized_checkpoint import load_quantized_checkpoint
 from .run_state import quantizer_of, unwrap
@@ -55,7 +55,8 @@ def quantize(runner, evaluate_init: bool = False) -> None:
     calib = state.require('calib', 'LAPQHook')
     state.plans, state.result = quantizer.quantize(
         model, calib, runner.logger, reduce_fn=reduce_loss_sum,
-        reduce_hist=reduce_histogram, reduce_sum=reduce_tensor_sum)
+        reduce_hist=reduce_histogram, reduce_sum=reduce_tensor_sum,
+        broadcast=broadcast_from_rank0)
     state.calib = None  # free the tensors
     if evaluate_init:
         with clips_applied(model, state.result.init_clips):

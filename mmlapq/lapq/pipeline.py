@@ -72,10 +72,17 @@ def run_lapq(objective: CalibrationObjective, init: InitSettings,
              logger: Optional[logging.Logger] = None,
              reduce_hist=None, reduce_sum=None,
              rounding: Optional[RoundingSettings] = None,
-             holdout: Optional[CalibrationSet] = None) -> LapqResult:
+             holdout: Optional[CalibrationSet] = None,
+             broadcast=None) -> LapqResult:
     """Run every stage on the objective's (already wrapped) model. With
     ``holdout`` (images the search never optimises) the search is guarded
-    against fitting the calibration images (see ``search``)."""
+    against fitting the calibration images (see ``search``).
+
+    Distributed: ``reduce_*`` sum over processes; ``broadcast(tensor)``
+    returns rank 0's tensor, and every decision a process makes on its own
+    from summed floats (clips after the init and after the search, GPTQ
+    codes) is replaced by rank 0's, so that processes on different hardware
+    cannot disagree."""
     rounding = rounding or RoundingSettings()
     gptq = rounding.method == 'gptq'
     rounding_record = dict(method=rounding.method)
@@ -96,6 +103,7 @@ def run_lapq(objective: CalibrationObjective, init: InitSettings,
         initializer(init.p)
         if init.method != 'lp':
             p_star = None
+    _agree_on_clips(objective, broadcast)
     init_loss = objective.loss()
     init_clips = objective.clips()
     seconds['init'] = time.perf_counter() - t
@@ -104,7 +112,7 @@ def run_lapq(objective: CalibrationObjective, init: InitSettings,
 
     if gptq and rounding.order == 'before_search':
         rounding_record.update(_round(objective, rounding, reduce_sum, log,
-                                      seconds))
+                                      seconds, broadcast))
     t = time.perf_counter()
     holdout_objective = None if holdout is None else CalibrationObjective(
         objective.steps, holdout, cache_bytes=0,
@@ -115,11 +123,12 @@ def run_lapq(objective: CalibrationObjective, init: InitSettings,
             rounding.order == 'before_search' else 'all'
     result = joint_search(objective, search, log, holdout_objective,
                           variables)
+    _agree_on_clips(objective, broadcast)
     seconds['search'] = time.perf_counter() - t
     final_loss, loss_before_bc = result.best_loss, None
     if gptq and rounding.order == 'after_search':
         rounding_record.update(_round(objective, rounding, reduce_sum, log,
-                                      seconds))
+                                      seconds, broadcast))
         final_loss = rounding_record['loss_after']
     if bias_correction == 'empirical':
         t = time.perf_counter()
@@ -140,11 +149,11 @@ def run_lapq(objective: CalibrationObjective, init: InitSettings,
 
 
 def _round(objective: CalibrationObjective, rounding: RoundingSettings,
-           reduce_sum, log, seconds: dict) -> dict:
+           reduce_sum, log, seconds: dict, broadcast=None) -> dict:
     """GPTQ on every layer at the current clips; the record of it."""
     t = time.perf_counter()
     before = objective.loss()
-    apply_gptq(objective, rounding.gptq_settings, reduce_sum, log)
+    apply_gptq(objective, rounding.gptq_settings, reduce_sum, log, broadcast)
     after = objective.loss()
     seconds['rounding'] = time.perf_counter() - t
     log(f'GPTQ rounding ({rounding.order.replace("_", " ")}): calibration '
@@ -152,6 +161,13 @@ def _round(objective: CalibrationObjective, rounding: RoundingSettings,
         force=True)
     return dict(order=rounding.order, loss_before=before, loss_after=after,
                 **{k: v for k, v in vars(rounding.gptq_settings).items()})
+
+
+def _agree_on_clips(objective: CalibrationObjective, broadcast) -> None:
+    """Every process takes rank 0's clips (distributed runs only)."""
+    if broadcast is not None:
+        objective.set_clips({name: broadcast(alpha) for name, alpha
+                             in objective.clips().items()})
 
 
 def _chain_module(objective: CalibrationObjective) -> torch.nn.Module:

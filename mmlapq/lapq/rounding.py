@@ -46,11 +46,18 @@ class RoundingSettings:
 def apply_gptq(objective: CalibrationObjective,
                settings: GPTQSettings = GPTQSettings(),
                reduce_sum: Optional[Callable] = None,
-               log: Optional[Callable] = None) -> Dict[str, float]:
+               log: Optional[Callable] = None,
+               broadcast: Optional[Callable] = None) -> Dict[str, float]:
     """Round every quantized weight of the objective's chain with GPTQ at
     its current clip; the layers keep the codes. Layers wider than
     ``settings.max_columns`` keep nearest rounding (logged). Returns the
-    seconds per rounded layer name."""
+    seconds per rounded layer name.
+
+    In a distributed run ``reduce_sum`` sums the Hessians over processes
+    and ``broadcast`` gives every process rank 0's codes of each layer
+    before the next layer's inputs are measured: ranks on different
+    hardware could otherwise round a weight differently (a Cholesky is not
+    bit-identical across devices) and drift apart."""
     names = {id(q): n.rsplit('.', 1)[0]
              for n, q in objective.quantizers.items()}
     seconds = {}
@@ -75,7 +82,10 @@ def apply_gptq(objective: CalibrationObjective,
 
         observe(add)
         hessian = accumulator.hessian(reduce_sum)
-        layer.set_weight_codes(gptq_codes(layer, hessian, settings))
+        codes = gptq_codes(layer, hessian, settings)
+        if broadcast is not None:
+            codes = broadcast(codes)
+        layer.set_weight_codes(codes)
         seconds[names[id(wq)]] = time.perf_counter() - t0
 
     walk_sequential(objective, visit)

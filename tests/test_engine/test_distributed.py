@@ -9,16 +9,16 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(REPO, 'configs', 'lapq', 'vgg11bn_fmnist_w4a4.py')
 SMALL = ['test_dataloader.dataset.indices=200',
          'test_dataloader.batch_size=50', 'quantizer.calib.batch_size=16',
          'quantizer.init.p_grid=[2.0,3.0,4.0]',
-         'quantizer.search.maxiter=1', 'quantizer.bias_correction=empirical',
-         # GPTQ's rounding decisions flip on float noise of the summed
-         # Hessians; its reduction is tested on its own below.
-         'quantizer.rounding.method=nearest']
+         'quantizer.search.maxiter=1', 'quantizer.bias_correction=empirical']
+# (GPTQ on, as the config has it: the Hessians are summed in float64 and
+# rank 0's codes are broadcast, so one and two processes round alike.)
 
 
 def free_port() -> int:
@@ -64,6 +64,13 @@ def test_two_processes_match_one(tmp_path, fmnist_data):
     for la, lb in zip(a['layers'], b['layers']):
         for clip in ('w_clip', 'a_clip'):
             assert lb[clip] == pytest.approx(la[clip], rel=1e-5), la['name']
+    assert a['rounding']['method'] == b['rounding']['method'] == 'gptq'
+    codes = [torch.load(osp.join(d, 'lapq_quantized.pth'),
+                        weights_only=True)['meta']['lapq']['weights']
+             for d in (one, two)]
+    assert list(codes[0]) == list(codes[1])
+    for name in codes[0]:
+        assert torch.equal(codes[0][name]['data'], codes[1][name]['data'])
     # The test set is split by mmengine's sampler; the metric is global.
     assert b['quantized']['top1'] == pytest.approx(a['quantized']['top1'])
     # Written once: a single report and checkpoint, no partial files.
@@ -169,3 +176,44 @@ def test_gptq_hessians_sum_over_processes(tmp_path):
     for rank in range(2):
         assert torch.allclose(torch.load(tmp_path / f'{rank}.pt'),
                               acc.hessian(), rtol=1e-5, atol=1e-6)
+
+
+def _gptq_worker(rank, port, out_dir):
+    import torch.distributed as torch_dist
+    from toy import toy_data, trained_toy_chain
+
+    from mmlapq.engine.dist import broadcast_from_rank0
+    from mmlapq.lapq import (CalibrationObjective, CalibrationSet,
+                             ClipInitializer, InitSettings, apply_gptq,
+                             chain_of_sequential)
+    from mmlapq.quant import QuantSettings, quantize_model
+    torch_dist.init_process_group(
+        'gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank,
+        world_size=2, timeout=datetime.timedelta(seconds=60))
+    model = trained_toy_chain(0)
+    quantize_model(model, QuantSettings(w_bits=3, a_bits=3,
+                                        first_last='same'))
+    # Each rank its own images and no reduction: the Hessians differ, as
+    # they could (by rounding) on two kinds of GPU.
+    x, y = toy_data(128, seed=10 + rank)
+    obj = CalibrationObjective(chain_of_sequential(model),
+                               CalibrationSet.from_tensors(x, y, 64),
+                               model=model)
+    ClipInitializer(obj, InitSettings(p=2.0))()
+    obj.set_clips({n: broadcast_from_rank0(a)
+                   for n, a in obj.clips().items()})
+    apply_gptq(obj, broadcast=broadcast_from_rank0)
+    codes = {n: m.weight_codes for n, m in model.named_modules()
+             if getattr(m, 'weight_codes', None) is not None}
+    torch.save(codes, osp.join(out_dir, f'{rank}.pt'))
+    torch_dist.destroy_process_group()
+
+
+def test_gptq_codes_are_rank_0s_on_every_process(tmp_path):
+    import torch.multiprocessing as mp
+    sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+    mp.spawn(_gptq_worker, args=(free_port(), str(tmp_path)), nprocs=2)
+    codes = [torch.load(tmp_path / f'{r}.pt') for r in range(2)]
+    assert list(codes[0]) == list(codes[1]) and len(codes[0]) == 5
+    for name in codes[0]:
+        assert torch.equal(codes[0][name], codes[1][name]), name
