@@ -24,12 +24,6 @@ from ..lapq.objective import FullForward
 from ..quant.control import quantization_disabled
 
 
-class Flatten(nn.Module):
-
-    def forward(self, x):
-        return torch.flatten(x, 1)  # a copy when x is channels-last
-
-
 class NeckStep(nn.Module):
     """An mmcls neck on the single feature map the head will use."""
 
@@ -70,7 +64,7 @@ def _vgg_steps(backbone: nn.Module) -> Optional[List[nn.Module]]:
     steps = [features[j] for i in range(last_stage + 1)
              for j in range(*backbone.range_sub_modules[i])]
     if num_classes > 0:
-        steps.append(Flatten())
+        steps.append(nn.Flatten())  # a copy when x is channels-last
         steps.extend(backbone.classifier.children())
     return steps
 

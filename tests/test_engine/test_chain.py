@@ -67,20 +67,50 @@ def test_other_models_fall_back_to_full_forwards_and_say_so(tmp_path,
     assert 'runs the full forward' in caplog.text
 
 
+def fixed_codes(model, seed=0):
+    """Integer codes on every quantized weight (nearest rounding moved by
+    -1, 0 or +1 at random, kept on the grid), as GPTQ leaves them."""
+    from mmlapq.quant import quant_layers
+    from mmlapq.quant.int_weights import code_range, layer_weight_codes
+    g = torch.Generator().manual_seed(seed)
+    for layer in quant_layers(model).values():
+        if getattr(layer, 'weight_quantizer', None) is None:
+            continue
+        codes = layer_weight_codes(layer)
+        low, high = code_range(layer.weight_quantizer.grid)
+        moved = codes + torch.randint(-1, 2, codes.shape, generator=g)
+        layer.set_weight_codes(moved.clamp(low, high).float())
+
+
 @pytest.mark.parametrize('config', ['resnet18_w4a4', 'mobilenet-v2_w4a4'])
-def test_cached_loss_equals_the_full_forward_at_224(config):
+def test_cached_loss_equals_the_full_forward(config):
     """The chain of a ResNet / MobileNetV2 (stem, blocks, last conv, neck,
-    head) gives the loss of full forwards, at the init and after a clip in
-    the middle moves (only the steps after it rerun)."""
+    head) gives the loss of full forwards: at the init, and after weight
+    and activation clips move one after another down the chain, with
+    integer codes on the weights (a weight clip rescales them). After the
+    first move every evaluation reads a cached step input (fewer steps
+    run than the whole chain) and still equals the full forward."""
     from mmlapq.lapq import CalibrationObjective, CalibrationSet
     from mmlapq.lapq.initialize import ClipInitializer, InitSettings
     from mmlapq.quant import QuantSettings, quantize_model
     cfg = Config.fromfile(f'configs/lapq/{config}.py')
     model = build(cfg.model)
-    quantize_model(model, QuantSettings(w_bits=4, a_bits=4))
     g = torch.Generator().manual_seed(0)
-    inputs = [torch.randn(2, 3, 224, 224, generator=g) for _ in range(2)]
+    inputs = [torch.randn(2, 3, 64, 64, generator=g) for _ in range(2)]
     labels = [torch.randint(0, 1000, (2, ), generator=g) for _ in range(2)]
+    # BN statistics of these images, and large logits: a random
+    # MobileNetV2's features otherwise vanish (logits equal to 1e-10) and
+    # the loss would not notice a wrong cache.
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    with torch.no_grad():
+        model.train()
+        model(torch.cat(inputs), mode='tensor')
+        model.eval()
+        model.head.fc.weight.mul_(100)
+    quantize_model(model, QuantSettings(w_bits=4, a_bits=4))
     calib = CalibrationSet(inputs, labels)
     steps = build_chain(model, inputs[0])
     assert len(steps) == {'resnet18_w4a4': 14, 'mobilenet-v2_w4a4': 21}[
@@ -88,10 +118,35 @@ def test_cached_loss_equals_the_full_forward_at_224(config):
     cached = CalibrationObjective(steps, calib, model=model)
     ClipInitializer(cached, InitSettings(method='max',
                                          mode='independent'))(None)
-    full = CalibrationObjective([FullForward(model, classifier_logits)],
-                                calib, model=model)
-    assert cached.loss() == pytest.approx(full.loss(), rel=1e-6)
-    names = [n for n in cached.quantizers if n.endswith('.input')]
-    middle = cached.quantizers[names[len(names) // 2]]
-    middle.set_alpha(middle.alpha * 0.5)
-    assert cached.loss() == pytest.approx(full.loss(), rel=1e-6)
+    fixed_codes(model)
+
+    def full_loss():
+        """Full forwards of a copy with every cache cleared: shares no
+        state with the chain's objective."""
+        import copy
+        fresh = copy.deepcopy(model)
+        for m in fresh.modules():
+            if hasattr(m, '_cache_key'):
+                m._cache_key = None
+        return CalibrationObjective(
+            [FullForward(fresh, classifier_logits)], calib, model=fresh,
+            cache_bytes=0).loss()
+
+    assert cached.loss() == pytest.approx(full_loss(), rel=1e-6)
+    # Clips of steps a quarter, half and three quarters down the chain,
+    # moved in chain order: weight, input, weight, input, ...
+    by_step = sorted(cached.quantizers, key=cached.quantizer_step.get)
+    n = len(by_step)
+    moves = [by_step[i] for i in (n // 4, n // 4 + 1, n // 2, n // 2 + 1,
+                                  3 * n // 4, 3 * n // 4 + 1)]
+    # ... then back up the chain: the entries stored below are stale.
+    moves += [by_step[n // 4 + 1], by_step[3 * n // 4]]
+    assert {m.rsplit('.', 1)[1] for m in moves} == {'weight', 'input'}
+    full_steps = len(steps) * len(inputs)
+    for i, name in enumerate(moves):
+        q = cached.quantizers[name]
+        q.set_alpha(q.alpha * 0.6)
+        before = cached.steps_run
+        assert cached.loss() == pytest.approx(full_loss(), rel=1e-6), name
+        if 0 < i < 6:  # read from the entry the previous move stored
+            assert cached.steps_run - before < full_steps, name
