@@ -13,9 +13,9 @@ from .errors import LAPQError
 
 
 def is_quantized_checkpoint(path: str) -> bool:
-    from mmengine.runner.checkpoint import _load_checkpoint
+    from mmengine.runner import CheckpointLoader
     try:
-        ckpt = _load_checkpoint(path, map_location='cpu')
+        ckpt = CheckpointLoader.load_checkpoint(path, map_location='cpu')
     except Exception:  # noqa: BLE001 - a float training checkpoint, say
         return False
     return isinstance(ckpt, dict) and bool(

@@ -114,8 +114,8 @@ def load_quantized_checkpoint(model: nn.Module, path: str
     """Rebuild the quantized model saved in ``path`` into ``model`` (a float
     model of the same config), in the memory format of the run that wrote
     it. Returns the layer plans."""
-    from mmengine.runner.checkpoint import _load_checkpoint
-    ckpt = _load_checkpoint(path, map_location='cpu')
+    from mmengine.runner import CheckpointLoader
+    ckpt = CheckpointLoader.load_checkpoint(path, map_location='cpu')
     lapq_state = ckpt.get('meta', {}).get('lapq') \
         if isinstance(ckpt, dict) else None
     if not lapq_state:

@@ -123,24 +123,20 @@ class _Graph:
     def constant(self, name: str, array: np.ndarray,
                  onnx_type: Optional[int] = None) -> str:
         """An initializer: ``array`` as is, or its integers as ``onnx_type``
-        (raw bytes; 4-bit types two per byte, the first in the low
-        nibble)."""
-        from onnx import TensorProto, helper, numpy_helper
-        if onnx_type is None:
-            tensor = numpy_helper.from_array(array, name)
-        else:
-            flat = array.astype(np.int64).flatten()
-            if onnx_type in (TensorProto.INT4, TensorProto.UINT4):
-                nibbles = (flat & 0xF).astype(np.uint8)
-                if nibbles.size % 2:
-                    nibbles = np.append(nibbles, np.uint8(0))
-                raw = (nibbles[0::2] | (nibbles[1::2] << 4)).tobytes()
-            else:
-                raw = flat.astype(np.int8 if onnx_type == TensorProto.INT8
-                                  else np.uint8).tobytes()
-            tensor = helper.make_tensor(name, onnx_type, list(array.shape),
-                                        raw, raw=True)
-        self.graph.initializer.append(tensor)
+        (onnx packs the 4-bit types two per byte itself, from ml_dtypes'
+        int4 / uint4 arrays)."""
+        import ml_dtypes
+        from onnx import TensorProto, numpy_helper
+        if onnx_type is not None:
+            dtype = {TensorProto.INT4: ml_dtypes.int4,
+                     TensorProto.UINT4: ml_dtypes.uint4,
+                     TensorProto.INT8: np.int8,
+                     TensorProto.UINT8: np.uint8}[onnx_type]
+            low, high = _type_range(onnx_type)
+            if array.size and (array.min() < low or array.max() > high):
+                raise ValueError(f'{name}: integers outside {low}..{high}')
+            array = array.astype(np.int64).astype(dtype)
+        self.graph.initializer.append(numpy_helper.from_array(array, name))
         return name
 
     def insert_before(self, consumer, nodes) -> None:

@@ -1,5 +1,7 @@
 """The whole pipeline on CUDA (marker ``gpu``): wrap, Lp init with the p
-sweep, a short Powell search, evaluation and the --eval-quantized reload.
+sweep, GPTQ (batched depthwise too), the chain cache, a short Powell search
+under the held-out guard, evaluation and the --eval-quantized reload. The
+TF32 switches are set only inside ``tf32_mode`` blocks, which restore them.
 Reported as skipped, with the reason, on a machine without CUDA.
 
     python -m pytest -m gpu tests -rs
@@ -14,8 +16,12 @@ import torch
 from toy import toy_data, trained_toy_chain
 
 from mmlapq.lapq import (CalibrationObjective, CalibrationSet, InitSettings,
-                         SearchSettings, chain_of_sequential, run_lapq)
-from mmlapq.quant import AbsHistogram, QuantSettings, quantize_model
+                         RoundingSettings, SearchSettings,
+                         chain_of_sequential, run_lapq)
+from mmlapq.quant import (AbsHistogram, Grid, QuantConv2d, QuantSettings,
+                          quantize_model)
+from mmlapq.quant.gptq import HessianAccumulator, gptq_codes
+from mmlapq.quant.precision import tf32_flags, tf32_mode
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(REPO, 'configs', 'lapq', 'vgg11bn_fmnist_w4a4.py')
@@ -28,26 +34,67 @@ pytestmark = [
 
 
 def lapq_on(device: str, bits: int = 3):
+    """LAPQ on the toy with every stage a GPU run uses: sequential Lp init
+    with the p sweep, GPTQ rounding, the chain cache, a Powell search under
+    the held-out guard, empirical bias correction."""
     model = trained_toy_chain(0).to(device)
     quantize_model(model, QuantSettings(w_bits=bits, a_bits=bits,
                                         first_last='same',
                                         bias_correction='empirical'))
     x, y = toy_data(256, seed=1)
     calib = CalibrationSet.from_tensors(x, y, 64).to(device)
+    hx, hy = toy_data(128, seed=7)
+    holdout = CalibrationSet.from_tensors(hx, hy, 64).to(device)
     objective = CalibrationObjective(chain_of_sequential(model), calib,
                                      model=model)
-    return run_lapq(objective, InitSettings(p_grid=[2.0, 3.0, 4.0]),
-                    SearchSettings(max_evals=40), 'empirical')
+    result = run_lapq(objective, InitSettings(p_grid=[2.0, 3.0, 4.0]),
+                      SearchSettings(max_evals=40), 'empirical',
+                      rounding=RoundingSettings('gptq'), holdout=holdout)
+    return model, objective, result
 
 
 def test_lapq_pipeline_on_cuda_matches_cpu():
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
-    gpu, cpu = lapq_on('cuda'), lapq_on('cpu')
+    with tf32_mode(False):
+        (gpu_model, gpu_obj, gpu), (cpu_model, _, cpu) = (
+            lapq_on('cuda'), lapq_on('cpu'))
     assert gpu.p_star == pytest.approx(cpu.p_star, rel=1e-3)
     assert gpu.init_loss == pytest.approx(cpu.init_loss, rel=1e-3)
     assert gpu.final_loss < gpu.init_loss
     assert all(c.device.type == 'cuda' for c in gpu.clips.values())
+    # GPTQ on the GPU: codes on the grid, and (float64 Hessians) the CPU's
+    # codes but for rare ties.
+    pairs = [(g.weight_codes, c.weight_codes) for g, c in zip(
+        gpu_model.modules(), cpu_model.modules())
+        if getattr(g, 'weight_codes', None) is not None]
+    assert pairs and all(g.device.type == 'cuda' for g, _ in pairs)
+    same = sum(int((g.cpu() == c).sum()) for g, c in pairs)
+    total = sum(c.numel() for _, c in pairs)
+    assert same >= 0.99 * total
+    # The guard ran on the GPU and followed its rule.
+    assert sum(c['kept'] for c in gpu.search.checkpoints) == 1
+    # The chain cache on the GPU gives the uncached loss.
+    uncached = CalibrationObjective(gpu_obj.steps, gpu_obj.calib,
+                                    model=gpu_model, cache_bytes=0)
+    assert gpu_obj.loss() == pytest.approx(uncached.loss(), rel=1e-6)
+
+
+def test_tf32_switches_are_restored():
+    before = tf32_flags()
+    with tf32_mode(True):
+        assert tf32_flags() == dict(cuda_matmul=True, cudnn=True)
+    assert tf32_flags() == before
+
+
+def test_batched_depthwise_gptq_on_cuda():
+    conv = QuantConv2d.from_float(torch.nn.Conv2d(64, 64, 3, groups=64),
+                                  Grid(3), None, per_channel=True).cuda()
+    conv.weight_quantizer.set_alpha(
+        conv.weight.detach().abs().amax((1, 2, 3)))
+    acc = HessianAccumulator(conv)
+    acc.add(torch.randn(8, 64, 9, 9, device='cuda'))
+    codes = gptq_codes(conv, acc.hessian())
+    assert codes.device.type == 'cuda' and codes.shape == conv.weight.shape
+    assert int(codes.abs().max()) <= 3 and torch.equal(codes, codes.round())
 
 
 def test_histogram_counts_exact_on_cuda():

@@ -121,6 +121,45 @@ def test_a_narrow_signed_input_grid_is_clipped_not_saturated(tmp_path):
     np.testing.assert_allclose(out, ref, atol=1e-6)
 
 
+class Depthwise(nn.Module):
+    def __init__(self, channels=3):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = QuantConv2d.from_float(
+            nn.Conv2d(channels, channels, 3, padding=1, groups=channels),
+            Grid(4, 'signed'), Grid(4, 'unsigned'), per_channel=True)
+
+    def forward(self, x, mode='tensor'):
+        return self.conv(x)
+
+
+def test_int4_per_channel_depthwise_at_opset_21(tmp_path):
+    """A depthwise conv, one clip per channel, 4-bit weights stored as INT4
+    (27 values: an odd count, so onnx pads the last byte) with a
+    per-axis DequantizeLinear: onnxruntime computes what PyTorch does."""
+    model = Depthwise().eval()
+    wq = model.conv.weight_quantizer
+    wq.set_alpha(model.conv.weight.detach().abs().amax((1, 2, 3)) *
+                 torch.tensor([0.5, 0.8, 1.0]))
+    model.conv.input_quantizer.set_alpha(2.0)
+    path = str(tmp_path / 'dw.onnx')
+    info = export_qdq(model, torch.zeros(1, 3, 5, 5), path, opset=21)
+    assert info['layers']['conv'] == dict(weight='INT4', input='UINT8')
+    graph = onnx.load(path).graph
+    stored = {t.name: t for t in graph.initializer}
+    weight = stored['model.conv.weight_quantized']
+    assert weight.data_type == TensorProto.INT4
+    assert len(weight.raw_data) == 14  # 27 nibbles
+    assert np.array_equal(numpy_helper.to_array(weight).astype(np.int64),
+                          layer_weight_codes(model.conv).numpy())
+    dq = [n for n in graph.node
+          if n.name == 'conv/weight/DequantizeLinear'][0]
+    assert [a.i for a in dq.attribute if a.name == 'axis'] == [0]
+    x = torch.rand(4, 3, 5, 5, generator=torch.Generator().manual_seed(1))
+    ref, out = run_both(model, path, x * 3)
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+
+
 def test_grids_qdq_cannot_express_are_refused(tmp_path):
     model = OneConv(Grid(4, 'midrise'), Grid(4, 'unsigned')).eval()
     model.conv.weight_quantizer.set_alpha(0.5)
