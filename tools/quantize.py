@@ -3,11 +3,13 @@
     python tools/quantize.py configs/lapq/vgg16_w4a4.py
     python tools/quantize.py CONFIG --checkpoint vgg16.pth --calib-images 256
     python tools/quantize.py CONFIG --eval-quantized WORK_DIR/lapq_quantized.pth
+    python tools/quantize.py CONFIG --resume     # after Ctrl-C / SIGTERM
 
 Outputs in the work dir: the mmengine log, lapq_report.json/.md, the
 quantized checkpoint lapq_quantized.pth and plots/. Errors in the user's
 input print one line ``error: ...`` and exit with status 1, leaving nothing
-behind.
+behind. Ctrl-C or SIGTERM finishes the run at its best point so far
+(reported as interrupted, exit status 130 / 143); --resume continues it.
 """
 import argparse
 import os
@@ -30,6 +32,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--max-evals', type=int, help='bound on the joint '
                         "search's loss evaluations "
                         '(quantizer.search.max_evals)')
+    parser.add_argument('--resume', action='store_true',
+                        help='continue an interrupted run from the search '
+                        'state in its work dir')
     parser.add_argument('--eval-quantized', metavar='QUANTIZED_CKPT',
                         help='evaluate a saved lapq_quantized.pth instead of '
                         'quantizing')
@@ -68,17 +73,19 @@ def main(argv=None) -> int:
 
     from mmlapq.engine import LAPQError
     from mmlapq.engine.config import load_config
+    from mmlapq.engine.interrupt import exit_status
     from mmlapq.engine.launch import quantize_from_config
     from mmlapq.report import summary_table
     args = parse_args(argv)
     try:
         cfg = merge_args(load_config(args.config, args.cfg_options), args)
-        state = quantize_from_config(cfg, args.eval_quantized)
+        state = quantize_from_config(cfg, args.eval_quantized, args.resume)
     except LAPQError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print('error: interrupted; nothing was written', file=sys.stderr)
+        print('error: aborted; no report was written (a search state in '
+              'the work dir, if any, is kept for --resume)', file=sys.stderr)
         return 130
     if dist.is_main_process():
         if state.report is not None:
@@ -86,7 +93,11 @@ def main(argv=None) -> int:
             print(f"report: {os.path.join(cfg.work_dir, 'lapq_report.json')}")
         elif state.quantized_metrics is not None:
             print(f'quantized model: {state.quantized_metrics}')
-    return 0
+    status = exit_status()
+    if status:
+        print(f'error: interrupted: the report holds the best point found '
+              f'before the signal; continue with --resume', file=sys.stderr)
+    return status
 
 
 if __name__ == '__main__':

@@ -56,6 +56,13 @@ def broadcast_from_rank0(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def any_rank(flag: bool) -> bool:
+    """True on every process when ``flag`` is true on any."""
+    value = torch.tensor(int(bool(flag)))
+    dist.all_reduce(value, op='max')
+    return bool(value)
+
+
 def init_distributed(cfg) -> None:
     """Start the process group before anything rank-local can fail, so that
     :func:`ranks_agree` can share a failure (the Runner then finds it

@@ -15,6 +15,8 @@ from .data_checks import check_datasets, reading_data
 from .dist import init_distributed, ranks_agree
 from .errors import LAPQError
 from .run_state import RunState, attach_quantizer, unwrap
+from .interrupt import stop_on_signals
+from .stages import SEARCH_STATE
 from .tf32 import tf32_mode
 
 
@@ -28,11 +30,14 @@ def _check_layer_plan(model, quantizer) -> None:
         raise LAPQError(str(exc)) from None
 
 
-def quantize_from_config(cfg, eval_quantized: Optional[str] = None
-                         ) -> RunState:
+def quantize_from_config(cfg, eval_quantized: Optional[str] = None,
+                         resume: bool = False) -> RunState:
     """Quantize the model of ``cfg`` (float weights from ``cfg.load_from``)
     and evaluate it; or, with ``eval_quantized``, evaluate the quantized
-    checkpoint of an earlier run. Returns the run's state."""
+    checkpoint of an earlier run. ``resume``: continue the interrupted run
+    whose search state is in the work dir. SIGINT / SIGTERM finish the run
+    at its best point (see engine/interrupt.py). Returns the run's
+    state."""
     from mmengine.registry import init_default_scope
     from mmengine.runner import Runner
 
@@ -43,6 +48,14 @@ def quantize_from_config(cfg, eval_quantized: Optional[str] = None
                         'folder: pass another path with --work-dir')
     quantizer = MODELS.build(cfg.quantizer)  # bad settings fail here
     state = quantizer.state
+    state.resume = resume
+    if resume and eval_quantized:
+        raise LAPQError('--resume continues a quantization run: it does not '
+                        'go with --eval-quantized')
+    if resume and not osp.isfile(osp.join(cfg.work_dir, SEARCH_STATE)):
+        raise LAPQError(f'no search state {osp.join(cfg.work_dir, SEARCH_STATE)}'
+                        ' to resume: pass the --work-dir of the interrupted '
+                        'run, or run without --resume')
     init_distributed(cfg)
     with ranks_agree():
         if eval_quantized:
@@ -72,7 +85,8 @@ def quantize_from_config(cfg, eval_quantized: Optional[str] = None
                 _check_layer_plan(model, quantizer)
         # Every stage (FP32 evaluation, search, final test) under the one
         # TF32 setting of the config.
-        with tf32_mode(quantizer.allow_tf32), reading_data():
+        with tf32_mode(quantizer.allow_tf32), reading_data(), \
+                stop_on_signals(runner.logger):
             if not state.reloading:
                 # The run's memory format, chosen once: the FP32 evaluation
                 # runs as fast as the quantized one.
@@ -82,9 +96,10 @@ def quantize_from_config(cfg, eval_quantized: Optional[str] = None
             runner.test()
     except BaseException:
         # This run's log folder goes, and the work dir too if this run
-        # made it.
+        # made it, unless it holds a search state to resume from.
         shutil.rmtree(runner.log_dir, ignore_errors=True)
-        if not work_dir_existed:
+        if not work_dir_existed and not osp.exists(
+                osp.join(cfg.work_dir, SEARCH_STATE)):
             shutil.rmtree(cfg.work_dir, ignore_errors=True)
         raise
     return state

@@ -176,8 +176,8 @@ class LAPQQuantizer:
 
     def quantize(self, model: nn.Module, calib: CalibrationSet,
                  logger: Optional[logging.Logger] = None, reduce_fn=None,
-                 reduce_hist=None, reduce_sum=None, broadcast=None
-                 ) -> Tuple[list, LapqResult]:
+                 reduce_hist=None, reduce_sum=None, broadcast=None,
+                 search_state=None) -> Tuple[list, LapqResult]:
         """Wrap ``model`` in place and run LAPQ on ``calib``."""
         from ..lapq import NonFiniteLossError
         model.eval()
@@ -201,7 +201,7 @@ class LAPQQuantizer:
                                   reduce_sum=reduce_sum,
                                   rounding=self.rounding,
                                   holdout=calib.holdout,
-                                  broadcast=broadcast)
+                                  broadcast=broadcast, state=search_state)
         except NonFiniteLossError as exc:
             raise LAPQError(str(exc)) from None
         return plans, result

@@ -5,6 +5,7 @@ import os.path as osp
 from ..fileio import atomic_write
 from ..quant import quantizers
 from ..report import layer_rows, plot_run, summary_table, write_markdown
+from ..lapq.interrupt import stop_reason
 from .env import collect_run_env
 from .evaluation import metrics_top
 from .quantized_checkpoint import (QUANTIZED_CHECKPOINT,
@@ -34,6 +35,9 @@ def build_report(runner, metrics: dict) -> dict:
     return dict(
         config=runner.cfg.filename,
         world_size=dist.get_world_size(),
+        # The signal that stopped the run early (None: it ran to the end).
+        interrupted=stop_reason(),
+        resumed=result.resumed,
         checkpoint=state.checkpoint,
         fp32=dict(metrics_top(state.fp32_metrics),
                   calib_loss=summary['fp32_calib_loss']),

@@ -32,6 +32,8 @@ class RunState:
         checkpoint: the float checkpoint the model was loaded from.
         reload_from: a quantized checkpoint to rebuild the model from
             (``--eval-quantized``) instead of quantizing.
+        resume: continue from the search state file in the work dir
+            (``--resume``).
         calib_dataset: the calibration dataset, once built (by the data
             checks), so it is not built again.
         channels_last: the memory format the run uses (None: not chosen
@@ -47,6 +49,7 @@ class RunState:
     """
     checkpoint: Optional[str] = None
     reload_from: Optional[str] = None
+    resume: bool = False
     calib_dataset: Any = None
     channels_last: Optional[bool] = None
     fp32_metrics: Optional[Dict[str, float]] = None

@@ -5,17 +5,25 @@ Each stage reads and fills the run's :class:`RunState`
 (``quantizer_of(runner).state``). In reload mode (``--eval-quantized``)
 the model is rebuilt from the quantized checkpoint instead of quantized.
 """
+import os
+import os.path as osp
 from typing import Optional
 
 from mmengine import dist
+
+from ..lapq.resume import ResumeMismatch, SearchStateFile
 
 from ..quant import clips_applied
 from .calibration import build_calibration_set
 from .dist import broadcast_from_rank0, ranks_agree, reduce_histogram, \
     reduce_loss_sum, reduce_tensor_sum
+from .errors import LAPQError
 from .evaluation import evaluate, metrics_top
 from .quantized_checkpoint import load_quantized_checkpoint
 from .run_state import quantizer_of, unwrap
+
+# The state of the search, for --resume (kept while a run is unfinished).
+SEARCH_STATE = 'lapq_search_state.pth'
 
 
 def evaluate_fp32(runner) -> None:
@@ -53,20 +61,48 @@ def quantize(runner, evaluate_init: bool = False) -> None:
                            f'{state.reload_from}')
         return
     calib = state.require('calib', 'LAPQHook')
+    with ranks_agree():
+        search_state = open_search_state(runner)
     state.plans, state.result = quantizer.quantize(
         model, calib, runner.logger, reduce_fn=reduce_loss_sum,
         reduce_hist=reduce_histogram, reduce_sum=reduce_tensor_sum,
-        broadcast=broadcast_from_rank0)
+        broadcast=broadcast_from_rank0, search_state=search_state)
     state.calib = None  # free the tensors
     if evaluate_init:
         with clips_applied(model, state.result.init_clips):
             state.init_metrics = evaluate(runner, 'layer-wise init')
 
 
+def search_state_path(runner) -> str:
+    return osp.join(runner.work_dir, SEARCH_STATE)
+
+
+def open_search_state(runner) -> SearchStateFile:
+    """The run's search state file (rank 0 writes it); with ``--resume``
+    the saved state, which must be of this run's settings, calibration
+    images and checkpoint."""
+    quantizer = quantizer_of(runner)
+    state = quantizer.state
+    settings = quantizer.settings()
+    for key in ('max_evals', 'log_interval'):  # they do not move the path
+        settings['search'].pop(key, None)
+    fingerprint = dict(settings=settings, calibration=state.calib_record,
+                       checkpoint=state.checkpoint,
+                       world_size=dist.get_world_size())
+    try:
+        return SearchStateFile(search_state_path(runner), fingerprint,
+                               write=dist.is_main_process(),
+                               resume=state.resume)
+    except ResumeMismatch as exc:
+        raise LAPQError(str(exc)) from None
+
+
 def finish(runner, metrics: Optional[dict], save_checkpoint: bool = True,
            plots: bool = True) -> None:
     """Record the quantized model's metrics; write the report, quantized
-    checkpoint and plots into the work dir (rank 0) and log the summary."""
+    checkpoint and plots into the work dir (rank 0) and log the summary.
+    A finished run removes its search state file; an interrupted one keeps
+    it for --resume."""
     from .report_builder import build_report, write_run_outputs
     state = quantizer_of(runner).state
     state.quantized_metrics = metrics
@@ -81,4 +117,11 @@ def finish(runner, metrics: Optional[dict], save_checkpoint: bool = True,
                                   plots)
         runner.logger.info('LAPQ summary\n' + files['table'])
         runner.logger.info(f"report: {files['json']}")
+        if state.report['interrupted']:
+            runner.logger.warning(
+                f"interrupted ({state.report['interrupted']}): the report "
+                'and checkpoint hold the best point so far; continue with '
+                f'--resume (state in {search_state_path(runner)})')
+        elif osp.exists(search_state_path(runner)):
+            os.remove(search_state_path(runner))
     dist.barrier()

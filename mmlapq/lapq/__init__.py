@@ -1,5 +1,6 @@
 """The LAPQ algorithm in pure PyTorch + scipy: calibration objective with a
 chain cache, layer-wise initialisation, p sweep, joint search."""
+from . import interrupt
 from .calib import CalibrationSet
 from .initialize import INIT_MODES, ClipInitializer, InitSettings
 from .objective import (CalibrationObjective, FullForward, NonFiniteLossError,
@@ -17,5 +18,5 @@ __all__ = [
     'ClipInitializer', 'INIT_MODES', 'fit_p', 'sweep_p', 'PFit', 'PSweep',
     'SearchSettings', 'SearchResult', 'joint_search', 'SEARCH_METHODS',
     'run_lapq', 'LapqResult', 'RoundingSettings', 'ROUNDING_METHODS',
-    'apply_gptq', 'clear_rounding'
+    'apply_gptq', 'clear_rounding', 'interrupt'
 ]

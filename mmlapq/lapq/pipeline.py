@@ -14,7 +14,11 @@ from .initialize import ClipInitializer, InitSettings
 from .calib import CalibrationSet
 from .objective import CalibrationObjective, log_every
 from .psweep import sweep_p
-from .rounding import RoundingSettings, apply_gptq
+from .interrupt import stop_requested
+from .resume import (SearchStateFile, clips_and_grids,
+                     restore_clips_and_grids)
+from .rounding import (RoundingSettings, apply_gptq, set_weight_codes,
+                       weight_codes)
 from .search import SearchResult, SearchSettings, joint_search
 
 
@@ -36,6 +40,7 @@ class LapqResult:
     fp32_loss: Optional[float] = None
     # method, order, calibration loss before and after the rounding
     rounding: dict = field(default_factory=lambda: dict(method='nearest'))
+    resumed: bool = False  # continued from a search state file
 
     @property
     def func_evals(self) -> int:
@@ -59,6 +64,7 @@ class LapqResult:
                       holdout_loss=self.search.holdout_loss,
                       guard=self.search.guard,
                       guard_checkpoints=self.search.checkpoints,
+                      resumed=self.resumed,
                       bias_correction=self.bias_correction,
                       loss_before_bias_correction=(
                           self.loss_before_bias_correction)),
@@ -73,7 +79,8 @@ def run_lapq(objective: CalibrationObjective, init: InitSettings,
              reduce_hist=None, reduce_sum=None,
              rounding: Optional[RoundingSettings] = None,
              holdout: Optional[CalibrationSet] = None,
-             broadcast=None) -> LapqResult:
+             broadcast=None,
+             state: Optional[SearchStateFile] = None) -> LapqResult:
     """Run every stage on the objective's (already wrapped) model. With
     ``holdout`` (images the search never optimises) the search is guarded
     against fitting the calibration images (see ``search``).
@@ -82,28 +89,35 @@ def run_lapq(objective: CalibrationObjective, init: InitSettings,
     returns rank 0's tensor, and every decision a process makes on its own
     from summed floats (clips after the init and after the search, GPTQ
     codes) is replaced by rank 0's, so that processes on different hardware
-    cannot disagree."""
+    cannot disagree.
+
+    ``state``: the search state file (``lapq.resume``): every stage is
+    recorded in it, and a stage it already holds is restored instead of
+    run again (``--resume``)."""
     rounding = rounding or RoundingSettings()
     gptq = rounding.method == 'gptq'
     rounding_record = dict(method=rounding.method)
     log = log_every(logger, search.log_interval)
     seconds = OrderedDict()
+    state = state or SearchStateFile(None, {})
     t = time.perf_counter()
     with quantization_disabled(_chain_module(objective)):
         fp32_loss = objective.loss()
     log(f'FP32 calibration loss {fp32_loss:.5f}', force=True)
-    initializer = ClipInitializer(objective, init, auto_sign=auto_sign,
-                                  reduce_hist=reduce_hist)
-    sweep, p_star = None, init.p
-    if init.method == 'lp' and init.p is None:
-        sweep = sweep_p(initializer, objective.loss, init.p_grid, log)
-        p_star = sweep.fit.p_star
-        log(f'p* = {p_star:.3f} {sweep.fit.fallback}'.rstrip(), force=True)
+    if state.get('init') is None:
+        record = _initialize(objective, init, auto_sign, reduce_hist, log,
+                             broadcast)
+        # A stage cut short by a stop request is not saved as done: a
+        # resumed run redoes it.
+        state.data['init'] = record
+        if not stop_requested():
+            state.update()
     else:
-        initializer(init.p)
-        if init.method != 'lp':
-            p_star = None
-    _agree_on_clips(objective, broadcast)
+        restore_clips_and_grids(objective.quantizers, state.get('init')[
+            'clips'])
+        log('resume: the init clips of the saved state', force=True)
+    p_star, sweep_record, clip_maxima = (
+        state.get('init')[k] for k in ('p_star', 'p_sweep', 'clip_maxima'))
     init_loss = objective.loss()
     init_clips = objective.clips()
     seconds['init'] = time.perf_counter() - t
@@ -111,8 +125,17 @@ def run_lapq(objective: CalibrationObjective, init: InitSettings,
         force=True)
 
     if gptq and rounding.order == 'before_search':
-        rounding_record.update(_round(objective, rounding, reduce_sum, log,
-                                      seconds, broadcast))
+        if state.get('rounding') is None:
+            record = _round(objective, rounding, reduce_sum, log, seconds,
+                            broadcast)
+            state.data['rounding'] = dict(record=record,
+                                          codes=weight_codes(objective))
+            if not stop_requested():
+                state.update()
+        else:
+            set_weight_codes(objective, state.get('rounding')['codes'])
+            log('resume: the GPTQ codes of the saved state', force=True)
+        rounding_record.update(state.get('rounding')['record'])
     t = time.perf_counter()
     holdout_objective = None if holdout is None else CalibrationObjective(
         objective.steps, holdout, cache_bytes=0,
@@ -122,7 +145,8 @@ def run_lapq(objective: CalibrationObjective, init: InitSettings,
         variables = 'activations' if gptq and \
             rounding.order == 'before_search' else 'all'
     result = joint_search(objective, search, log, holdout_objective,
-                          variables)
+                          variables, replay=state.get('evaluations') or (),
+                          on_progress=lambda e: state.update(evaluations=e))
     _agree_on_clips(objective, broadcast)
     seconds['search'] = time.perf_counter() - t
     final_loss, loss_before_bc = result.best_loss, None
@@ -143,9 +167,30 @@ def run_lapq(objective: CalibrationObjective, init: InitSettings,
             f'{final_loss:.5f}', force=True)
     return LapqResult(init.method, init.mode, p_star, init_loss, final_loss,
                       result, init_clips, objective.clips(),
-                      sweep.to_dict() if sweep else None, bias_correction,
-                      loss_before_bc, dict(seconds),
-                      initializer.clip_maxima(), fp32_loss, rounding_record)
+                      sweep_record, bias_correction, loss_before_bc,
+                      dict(seconds), clip_maxima, fp32_loss, rounding_record,
+                      resumed=state.resumed)
+
+
+def _initialize(objective: CalibrationObjective, init: InitSettings,
+                auto_sign: bool, reduce_hist, log, broadcast) -> dict:
+    """The layer-wise init (with the p sweep when p is not given); the
+    record of it, with the clips and grids it set."""
+    initializer = ClipInitializer(objective, init, auto_sign=auto_sign,
+                                  reduce_hist=reduce_hist)
+    sweep, p_star = None, init.p
+    if init.method == 'lp' and init.p is None:
+        sweep = sweep_p(initializer, objective.loss, init.p_grid, log)
+        p_star = sweep.fit.p_star
+        log(f'p* = {p_star:.3f} {sweep.fit.fallback}'.rstrip(), force=True)
+    else:
+        initializer(init.p)
+        if init.method != 'lp':
+            p_star = None
+    _agree_on_clips(objective, broadcast)
+    return dict(clips=clips_and_grids(objective.quantizers), p_star=p_star,
+                p_sweep=sweep.to_dict() if sweep else None,
+                clip_maxima=initializer.clip_maxima())
 
 
 def _round(objective: CalibrationObjective, rounding: RoundingSettings,

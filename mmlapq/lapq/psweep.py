@@ -11,6 +11,8 @@ from typing import Callable, List, Sequence, Tuple
 
 import numpy as np
 
+from .interrupt import stop_requested
+
 
 @dataclass
 class PFit:
@@ -53,15 +55,25 @@ def fit_p(ps: Sequence[float], losses: Sequence[float]) -> PFit:
 def sweep_p(init_at: Callable[[float], object], loss: Callable[[], float],
             p_grid: Sequence[float], log=None) -> PSweep:
     """Loss at each p of ``p_grid`` (``init_at(p)`` sets the clips), then
-    the fit. The model is left at the clips of p*."""
+    the fit. The model is left at the clips of p*. On a stop request the
+    sweep ends with the p values measured so far (fewer than three: the
+    best of them)."""
     losses = []
     for p in p_grid:
+        if losses and stop_requested():
+            p_grid = p_grid[:len(losses)]
+            break
         init_at(p)
         losses.append(loss())
         if log:
             log(f'p sweep: p={p:.3f} calibration loss={losses[-1]:.5f}',
                 force=True)
-    fit = fit_p(p_grid, losses)
+    if len(losses) < 3:
+        best = float(p_grid[int(np.argmin(losses))])
+        fit = PFit(best, (0.0, 0.0, 0.0),
+                   'stopped early: best p measured')
+    else:
+        fit = fit_p(p_grid, losses)
     init_at(fit.p_star)
     sweep = PSweep(list(map(float, p_grid)), losses, fit)
     sweep.losses_at_star = loss()

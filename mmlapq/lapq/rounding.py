@@ -9,6 +9,7 @@ import torch
 
 from ..quant.gptq import GPTQSettings, HessianAccumulator, gptq_codes
 from ..quant.grids import check_choice
+from .interrupt import stop_requested
 from .objective import CalibrationObjective
 from .sequential import walk_sequential
 
@@ -51,7 +52,8 @@ def apply_gptq(objective: CalibrationObjective,
     """Round every quantized weight of the objective's chain with GPTQ at
     its current clip; the layers keep the codes. Layers wider than
     ``settings.max_columns`` keep nearest rounding (logged). Returns the
-    seconds per rounded layer name.
+    seconds per rounded layer name. On a stop request the layers not
+    reached yet keep nearest rounding.
 
     In a distributed run ``reduce_sum`` sums the Hessians over processes
     and ``broadcast`` gives every process rank 0's codes of each layer
@@ -68,6 +70,8 @@ def apply_gptq(objective: CalibrationObjective,
             return
         t0 = time.perf_counter()
         layer.set_weight_codes(None)
+        if stop_requested():
+            return
         accumulator = HessianAccumulator(layer)
         if accumulator.dim > settings.max_columns:
             if log:
@@ -90,6 +94,30 @@ def apply_gptq(objective: CalibrationObjective,
 
     walk_sequential(objective, visit)
     return seconds
+
+
+def _weight_layers(objective: CalibrationObjective) -> Dict[str, object]:
+    """The layers with a weight quantizer, by layer name."""
+    names = {id(q): n.rsplit('.', 1)[0]
+             for n, q in objective.quantizers.items()}
+    return {names[id(layer.weight_quantizer)]: layer
+            for layers in objective.step_layers for layer in layers
+            if getattr(layer, 'weight_quantizer', None) is not None}
+
+
+def weight_codes(objective: CalibrationObjective) -> Dict[str, torch.Tensor]:
+    """The chosen codes of every layer that has them (CPU copies)."""
+    return {name: layer.weight_codes.detach().cpu().clone()
+            for name, layer in _weight_layers(objective).items()
+            if layer.weight_codes is not None}
+
+
+def set_weight_codes(objective: CalibrationObjective,
+                     codes: Dict[str, torch.Tensor]) -> None:
+    """Codes by layer name (from :func:`weight_codes`); other layers round
+    to nearest."""
+    for name, layer in _weight_layers(objective).items():
+        layer.set_weight_codes(codes.get(name))
 
 
 def clear_rounding(objective: CalibrationObjective) -> None:

@@ -5,7 +5,12 @@ the same scale whatever its layer (scipy's line search then takes sensible
 steps) and alpha stays > 0; bounds keep alpha in
 [exp(lo), exp(hi)] * alpha0. Per-channel clips move together (one multiplier
 per tensor). The best point seen is kept whatever scipy returns; a budget of
-evaluations and Ctrl-C both end the search at that best point.
+evaluations and a stop request (Ctrl-C, SIGTERM: ``lapq.interrupt``) both
+end the search at that best point.
+
+Resuming (``lapq.resume``): given the evaluations of an interrupted search,
+the search replays them (scipy visits the same points; their losses are
+read, not computed) and goes on from where it stopped.
 
 The guard against fitting the calibration images: with a held-out objective
 (images the search never optimises), the search records checkpoints (its
@@ -16,7 +21,7 @@ comparison to replace the start.
 """
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -24,6 +29,7 @@ from scipy import optimize
 
 from ..quant.grids import check_choice, check_type
 from .guard import choose_checkpoint
+from .interrupt import stop_reason, stop_requested
 from .objective import CalibrationObjective
 
 SEARCH_METHODS = ('powell', 'coordinate', 'none')
@@ -116,25 +122,53 @@ class ClipSpace:
 
 def joint_search(objective: CalibrationObjective, settings: SearchSettings,
                  log=None, holdout: Optional[CalibrationObjective] = None,
-                 variables: Optional[str] = None) -> SearchResult:
+                 variables: Optional[str] = None,
+                 replay: Sequence[Sequence[float]] = (),
+                 on_progress: Optional[Callable[[list], None]] = None
+                 ) -> SearchResult:
     """Search from the model's current clips; leaves the model at the best
-    point found (with ``holdout``: the checkpoint of the lowest held-out
-    loss, see the module doc) and returns the record of the search."""
+    point found (with ``holdout``: the checkpoint the guard keeps, see the
+    module doc) and returns the record of the search.
+
+    ``replay``: evaluations ``[*u, loss]`` of an earlier run of this search
+    to read instead of computing; ``on_progress(evaluations)`` is called
+    after every sweep and at the end with all evaluations so far."""
     variables = variables or settings.variables
     space = ClipSpace(objective, objective.clips(),
                       'all' if variables == 'auto' else variables)
     n = len(space.names)
     u0 = np.zeros(n)
-    state = dict(best=None, best_u=u0.copy(), history=[])
+    state = dict(best=None, best_u=u0.copy(), history=[], evals=[],
+                 replay=[list(e) for e in replay])
     t0 = time.perf_counter()
+
+    def replayed(u: np.ndarray) -> Optional[float]:
+        """The saved loss of this evaluation, if it is the saved point."""
+        i = len(state['history'])
+        if i >= len(state['replay']):
+            return None
+        saved = state['replay'][i]
+        if np.array_equal(np.asarray(saved[:-1]), u):
+            return float(saved[-1])
+        if log:
+            log(f'resume: evaluation {i + 1} is not the saved point (another '
+                'machine or thread count?): computing from here', force=True)
+        state['replay'] = []
+        return None
 
     def f(u: np.ndarray) -> float:
         if settings.max_evals is not None and \
                 len(state['history']) >= settings.max_evals:
             raise _Stop('max_evals reached')
-        space.apply(u)
-        value = objective.loss()
+        value = replayed(u)
+        if value is None:
+            if state['history'] and stop_requested():  # start: always
+                raise _Stop(f'interrupted ({stop_reason() or "stop"}): kept '
+                            'the best point so far')
+            space.apply(u)
+            value = objective.loss()
         state['history'].append(value)
+        state['evals'].append([float(v) for v in u] + [value])
         if state['best'] is None or value < state['best']:
             state['best'], state['best_u'] = value, np.array(u, float)
         if log:
@@ -149,6 +183,8 @@ def joint_search(objective: CalibrationObjective, settings: SearchSettings,
     def end_of_sweep(*_) -> None:  # scipy's per-iteration callback
         checkpoints.append((f'sweep {len(checkpoints)}',
                             state['best_u'].copy(), state['best']))
+        if on_progress is not None:
+            on_progress(state['evals'])
 
     stopped = 'converged'
     if settings.method != 'none':
@@ -170,6 +206,8 @@ def joint_search(objective: CalibrationObjective, settings: SearchSettings,
             stopped = str(stop)
         except KeyboardInterrupt:
             stopped = 'interrupted (Ctrl-C): kept the best point so far'
+    if on_progress is not None:
+        on_progress(state['evals'])
     checkpoints.append(('end', state['best_u'].copy(), state['best']))
     chosen_u, guard_record = state['best_u'], {}
     if holdout is not None:

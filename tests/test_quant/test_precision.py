@@ -17,6 +17,8 @@ def global_precision_set():
     old = [torch.backends.fp32_precision] + [s.fp32_precision
                                              for s in switches]
     torch.backends.fp32_precision = 'ieee'
+    torch.backends.cuda.matmul.fp32_precision = 'ieee'
+    torch.backends.cudnn.conv.fp32_precision = 'ieee'
     torch.backends.cudnn.rnn.fp32_precision = 'tf32'  # conv and rnn differ
     yield
     torch.backends.fp32_precision = old[0]

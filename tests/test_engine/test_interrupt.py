@@ -1,0 +1,102 @@
+"""Ctrl-C and preemption (engine/interrupt.py): a signal sent to
+tools/quantize.py in the middle of the search ends the run at its best
+point, evaluated, reported as interrupted and saved, with exit status
+128 + the signal; --resume then finishes the search with the clips of a run
+that was never interrupted."""
+import json
+import os
+import os.path as osp
+import signal
+import subprocess
+import sys
+
+import pytest
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+CONFIG = osp.join(REPO, 'configs', 'lapq', 'vgg11bn_fmnist_w4a4.py')
+SMALL = ['--calib-images', '128', '--cfg-options',
+         'test_dataloader.dataset.indices=500',
+         'quantizer.init.p_grid=[2.0,3.0,4.0]',
+         'quantizer.search.maxiter=1', 'quantizer.search.log_interval=0',
+         'quantizer.calib.holdout_images=128']
+# One thread: the three runs must take the same path (oneDNN picks its
+# kernels by thread count).
+ENV = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
+
+
+def quantize(work_dir, *extra):
+    return subprocess.run(
+        [sys.executable, 'tools/quantize.py', CONFIG, '--work-dir', work_dir,
+         *extra, *SMALL], cwd=REPO, capture_output=True, text=True,
+        timeout=900, env=ENV)
+
+
+def quantize_and_signal(work_dir, signum, at_eval):
+    """Run the tool and send ``signum`` once the search logged its
+    evaluation number ``at_eval``."""
+    proc = subprocess.Popen(
+        [sys.executable, 'tools/quantize.py', CONFIG, '--work-dir', work_dir,
+         *SMALL], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=ENV)
+    sent = False
+    for line in proc.stdout:
+        if not sent and f'powell: eval {at_eval},' in line:
+            proc.send_signal(signum)
+            sent = True
+    stderr = proc.stderr.read()
+    assert sent, stderr[-3000:]
+    return proc.wait(timeout=600), stderr
+
+
+def report(work_dir):
+    with open(osp.join(work_dir, 'lapq_report.json')) as f:
+        return json.load(f)
+
+
+def clips(rep):
+    return [(layer['name'], layer['w_clip'], layer['a_clip'])
+            for layer in rep['layers']]
+
+
+@pytest.mark.slow
+def test_sigint_mid_search_then_resume(tmp_path, fmnist_data):
+    whole_dir, cut_dir = str(tmp_path / 'whole'), str(tmp_path / 'cut')
+    proc = quantize(whole_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    whole = report(whole_dir)
+    assert whole['interrupted'] is None and not whole['resumed']
+    assert not osp.exists(osp.join(whole_dir, 'lapq_search_state.pth'))
+
+    status, stderr = quantize_and_signal(cut_dir, signal.SIGINT, 6)
+    assert status == 130, stderr[-3000:]
+    assert 'error: interrupted' in stderr
+    cut = report(cut_dir)
+    assert cut['interrupted'] == 'SIGINT'
+    assert cut['lapq']['stopped'].startswith('interrupted (SIGINT)')
+    assert cut['lapq']['func_evals'] < whole['lapq']['func_evals']
+    assert cut['quantized']['top1'] is not None  # evaluated
+    assert osp.exists(osp.join(cut_dir, 'lapq_quantized.pth'))
+    assert osp.exists(osp.join(cut_dir, 'lapq_search_state.pth'))
+
+    proc = quantize(cut_dir, '--resume')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    resumed = report(cut_dir)
+    assert resumed['resumed'] and resumed['interrupted'] is None
+    assert resumed['lapq']['loss_history'] == whole['lapq']['loss_history']
+    assert clips(resumed) == clips(whole)
+    assert resumed['quantized'] == whole['quantized']
+    assert not osp.exists(osp.join(cut_dir, 'lapq_search_state.pth'))
+
+
+@pytest.mark.slow
+def test_sigterm_mid_search_exits_143_with_a_report(tmp_path, fmnist_data):
+    work_dir = str(tmp_path / 'term')
+    status, stderr = quantize_and_signal(work_dir, signal.SIGTERM, 3)
+    assert status == 143, stderr[-3000:]
+    rep = report(work_dir)
+    assert rep['interrupted'] == 'SIGTERM'
+    assert rep['lapq']['stopped'].startswith('interrupted (SIGTERM)')
+    proc = quantize(str(tmp_path / 'other'), '--resume')
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        'error: no search state')
