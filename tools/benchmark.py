@@ -3,11 +3,13 @@
     # accuracy: methods x bit widths, same FP32 weights and calibration set
     python tools/benchmark.py [CONFIG] [--methods max l2 l3 aciq lp lapq
         gptq lapq_gptq]
-        [--bits w8a8 w4a8 w4a4 w3a3 w2a4] [--out DIR] [--quick]
+        [--bits w8a8 w4a8 w4a4 w3a3 w2a4] [--seeds N] [--out DIR] [--quick]
     # speed: one loss evaluation vs. one FP32 forward of the calibration set
     python tools/benchmark.py [CONFIG] --speed
 
-CONFIG defaults to the Fashion-MNIST W4A4 config. Writes DIR/benchmark.json,
+CONFIG defaults to the Fashion-MNIST W4A4 config. --seeds N runs every method
+with N calibration draws (seeds 0..N-1) and reports mean +- std over them.
+Writes DIR/benchmark.json,
 DIR/benchmark.md and plots; --quick (CI) runs a small grid on a slice of the
 data and exits 1 when LAPQ does not lower the calibration loss below its Lp
 init by the margin of mmlapq.engine.benchmark.QUICK_GATE, or loses more
@@ -40,6 +42,9 @@ def parse_args(argv=None):
     p.add_argument('--test-images', type=int, help='evaluate on the first N '
                    'test images (default all)')
     p.add_argument('--max-evals', type=int, help='bound on each joint search')
+    p.add_argument('--seeds', type=int, help='run each method with N '
+                   'calibration draws (seeds 0..N-1) and report mean +- '
+                   'std of top-1 and calibration loss')
     p.add_argument('--plot-format', default='png', choices=['png', 'svg'],
                    help='format of the plots in OUT/plots (svg for docs/)')
     p.add_argument('--no-surface', action='store_true',
@@ -55,13 +60,16 @@ def main(argv=None) -> int:
     from mmlapq.engine.benchmark import BenchmarkOptions, run_benchmark
     from mmlapq.engine.config import load_config
     args = parse_args(argv)
+    if args.seeds is not None and args.seeds < 1:
+        print(f'error: --seeds {args.seeds}: use at least 1', file=sys.stderr)
+        return 1
     opts = BenchmarkOptions(
         config=args.config, checkpoint=args.checkpoint,
         kind='speed' if args.speed else 'quick' if args.quick else 'full',
         methods=args.methods, bits=args.bits, out=args.out,
         calib_images=args.calib_images, test_images=args.test_images,
         max_evals=args.max_evals, plot_format=args.plot_format,
-        surface=not args.no_surface)
+        surface=not args.no_surface, seeds=args.seeds)
     try:
         out = run_benchmark(load_config(args.config, args.cfg_options), opts)
     except LAPQError as exc:

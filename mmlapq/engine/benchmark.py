@@ -22,7 +22,8 @@ import torch.nn as nn
 
 from ..lapq import CalibrationSet
 from ..registry import MODELS as LAPQ_MODELS
-from ..report import benchmark_markdown, plot_loss_surface, plot_run
+from ..report import (benchmark_markdown, plot_loss_surface, plot_run,
+                      seed_summary)
 from .calibration import build_calibration_set
 from .chain import classifier_logits
 from .checkpoint import load_float_checkpoint
@@ -97,10 +98,13 @@ def accuracy(runner, model: nn.Module, what: str) -> Dict[str, float]:
 
 
 def make_quantizer(quantizer_cfg: dict, method: str, w_bits: int,
-                   a_bits: int, max_evals: Optional[int] = None):
+                   a_bits: int, max_evals: Optional[int] = None,
+                   seed: Optional[int] = None):
     init, search, rounding = METHODS[method]
     cfg = copy.deepcopy(dict(quantizer_cfg))
     cfg.update(w_bits=w_bits, a_bits=a_bits)
+    if seed is not None:  # recorded in the settings; the images are given
+        cfg['calib'] = dict(cfg.get('calib', {}), seed=seed)
     cfg['init'] = dict(cfg.get('init', {}), **init)
     cfg['search'] = dict(cfg.get('search', {}), **search)
     cfg['rounding'] = dict(cfg.get('rounding', {}), **rounding)
@@ -110,11 +114,15 @@ def make_quantizer(quantizer_cfg: dict, method: str, w_bits: int,
 
 
 def calibration(cfg, model, num_images: Optional[int] = None,
-                logger=None) -> Tuple[CalibrationSet, dict]:
+                logger=None, seed: Optional[int] = None
+                ) -> Tuple[CalibrationSet, dict]:
+    """The calibration (and held-out) images of the config, or of another
+    ``seed`` (the held-out images are drawn with seed + 1, as in a run)."""
     from .quantizer import CALIB_DEFAULTS
     calib_cfg = dict(CALIB_DEFAULTS, **cfg.quantizer.get('calib', {}))
     num = num_images or calib_cfg['num_images']
-    return build_calibration_set(cfg, model, num, calib_cfg['seed'],
+    return build_calibration_set(cfg, model, num,
+                                 calib_cfg['seed'] if seed is None else seed,
                                  calib_cfg['batch_size'], logger,
                                  holdout_images=calib_cfg['holdout_images'])
 
@@ -157,15 +165,17 @@ def methods_benchmark(cfg, runner, calib: CalibrationSet,
                       max_evals: Optional[int] = None,
                       logger: Optional[logging.Logger] = None,
                       plot_dir: Optional[str] = None,
-                      plot_format: str = 'png') -> List[dict]:
+                      plot_format: str = 'png',
+                      seed: Optional[int] = None) -> List[dict]:
     """One row per (bit width, method), all from ``float_model`` and the same
-    calibration set; with ``plot_dir``, the plots of each LAPQ run go there
-    as w{W}a{A}_p_sweep, _search_loss and _clips. Every model is scored
-    with the runner's test dataloader and evaluator."""
+    calibration set (drawn with ``seed``, recorded in each row); with
+    ``plot_dir``, the plots of each LAPQ run go there as w{W}a{A}_p_sweep,
+    _search_loss and _clips. Every model is scored with the runner's test
+    dataloader and evaluator."""
     float_model = unwrap(runner.model)
     rows = [dict(method='fp32', w_bits=32, a_bits=32,
                  **accuracy(runner, float_model, 'FP32'), calib_loss=None,
-                 func_evals=0, seconds=0.0)]
+                 func_evals=0, seconds=0.0, seed=seed)]
     from ..quant import clips_applied
 
     # The 'lp' row is LAPQ's starting point: read it off the LAPQ run (same
@@ -177,7 +187,7 @@ def methods_benchmark(cfg, runner, calib: CalibrationSet,
                 continue
             model = copy.deepcopy(float_model)
             quantizer = make_quantizer(cfg.quantizer, method, w_bits, a_bits,
-                                       max_evals)
+                                       max_evals, seed)
             t0 = time.perf_counter()
             _, result = quantizer.quantize(model, calib, logger)
             seconds = time.perf_counter() - t0
@@ -187,7 +197,7 @@ def methods_benchmark(cfg, runner, calib: CalibrationSet,
                        calib_loss=result.final_loss,
                        init_calib_loss=result.init_loss,
                        p=result.p_star, func_evals=result.func_evals,
-                       seconds=seconds)
+                       seconds=seconds, seed=seed)
             rows.append(row)
             if method == 'lapq' and plot_dir:
                 plot_run(result, plot_dir, f'w{w_bits}a{a_bits}_',
@@ -200,7 +210,7 @@ def methods_benchmark(cfg, runner, calib: CalibrationSet,
                     method='lp', w_bits=w_bits, a_bits=a_bits,
                     **lp_accuracy, calib_loss=result.init_loss,
                     init_calib_loss=result.init_loss, p=result.p_star,
-                    func_evals=0, seconds=result.seconds['init']))
+                    func_evals=0, seconds=result.seconds['init'], seed=seed))
             if logger:
                 logger.info(f"W{w_bits}A{a_bits} {method}: top-1 "
                             f"{row['top1']:.2f}, loss {row['calib_loss']:.4f}"
@@ -305,6 +315,8 @@ class BenchmarkOptions:
     max_evals: Optional[int] = None
     plot_format: str = 'png'
     surface: bool = True
+    # Calibration draws: seeds 0..seeds-1 (None: the config's seed only).
+    seeds: Optional[int] = None
 
     def __post_init__(self):
         self.out = self.out or osp.join('work_dirs', 'benchmark' + (
@@ -341,14 +353,19 @@ def run_benchmark(cfg, opts: BenchmarkOptions) -> dict:
         runner = build_runner(cfg, osp.join(opts.out, 'logs'), checkpoint,
                               opts.get('test_images'))
         model = unwrap(runner.model)
-        calib, record = calibration(cfg, model, opts.get('calib_images'),
-                                    logger)
         if opts.kind == 'speed':
+            calib, _ = calibration(cfg, model, opts.get('calib_images'),
+                                   logger)
             return _speed(cfg, model, calib, opts, logger)
-        rows = methods_benchmark(cfg, runner, calib, methods, bits,
-                                 opts.get('max_evals'), logger,
-                                 osp.join(opts.out, 'plots'),
-                                 opts.plot_format)
+        rows, records = [], []
+        for seed in range(opts.seeds) if opts.seeds else [None]:
+            calib, record = calibration(cfg, model, opts.get('calib_images'),
+                                        logger, seed)
+            records.append(record)
+            rows += methods_benchmark(
+                cfg, runner, calib, methods, bits, opts.get('max_evals'),
+                logger, osp.join(opts.out, 'plots') if seed in (None, 0)
+                else None, opts.plot_format, record['seed'])
         surfaces = []
         if opts.kind == 'full' and opts.surface:
             surfaces = [loss_surface(cfg, model, calib, b, logger=logger)
@@ -358,12 +375,13 @@ def run_benchmark(cfg, opts: BenchmarkOptions) -> dict:
     header = dict(config=opts.config, checkpoint=checkpoint,
                   calib_images=calib.num_images,
                   test_images=len(runner.test_loop.dataloader.dataset),
-                  calibration=record, env=collect_run_env(),
-                  max_evals=opts.get('max_evals'), kind=opts.kind,
-                  date=datetime.date.today().isoformat())
-    dump_json(dict(header, rows=rows, surfaces=surfaces),
+                  calibration=records[0], seeds=[r['seed'] for r in records],
+                  env=collect_run_env(), max_evals=opts.get('max_evals'),
+                  kind=opts.kind, date=datetime.date.today().isoformat())
+    summary = seed_summary(rows) if len(records) > 1 else None
+    dump_json(dict(header, rows=rows, summary=summary, surfaces=surfaces),
               osp.join(opts.out, 'benchmark.json'))
-    table = benchmark_markdown(rows, header)
+    table = benchmark_markdown(rows, header, summary)
     from ..fileio import write_text
     write_text(osp.join(opts.out, 'benchmark.md'), table)
     return dict(text=table,

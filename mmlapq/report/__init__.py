@@ -1,9 +1,9 @@
 """Tables and plots of a finished run (pure Python + matplotlib)."""
-from .benchmark_table import benchmark_markdown
+from .benchmark_table import benchmark_markdown, seed_summary
 from .plots import (plot_clips, plot_loss_surface, plot_p_sweep, plot_run,
                     plot_search)
 from .report import layer_rows, summary_table, write_markdown
 
-__all__ = ['benchmark_markdown', 'layer_rows', 'summary_table',
+__all__ = ['benchmark_markdown', 'seed_summary', 'layer_rows', 'summary_table',
            'write_markdown', 'plot_p_sweep',
            'plot_search', 'plot_clips', 'plot_loss_surface', 'plot_run']
