@@ -53,9 +53,11 @@ def test_the_report_hook_writes_every_output(finished):
                          recursive=True)
 
 
-def test_a_reloaded_checkpoint_gives_identical_outputs(finished, tmp_path):
-    runner, metrics = finished
+def reload_and_compare(runner, metrics, tmp_path, **quantizer):
+    """--eval-quantized in-process: the run's lapq_quantized.pth rebuilt
+    into a fresh model gives the run's metrics and logits to the bit."""
     cfg = toy_config(str(tmp_path))
+    cfg.quantizer.update(quantizer)
     reloaded = Runner.from_cfg(cfg)
     quantizer = MODELS.build(cfg.quantizer)
     quantizer.state.reload_from = osp.join(runner.work_dir,
@@ -68,6 +70,24 @@ def test_a_reloaded_checkpoint_gives_identical_outputs(finished, tmp_path):
     with torch.no_grad():
         assert torch.equal(unwrap(reloaded.model)(x, mode='tensor'),
                            unwrap(runner.model)(x, mode='tensor'))
+
+
+def test_a_reloaded_checkpoint_gives_identical_outputs(finished, tmp_path):
+    reload_and_compare(*finished, tmp_path)
+
+
+def test_a_10_bit_run_reloads_to_identical_outputs(tmp_path):
+    """Codes of 9 to 16 bits are stored in two bytes (a one-byte store
+    gave other weights back at 10 bits)."""
+    cfg = toy_config(str(tmp_path / 'run'))
+    cfg.quantizer.update(w_bits=10, a_bits=10, first_last='same')
+    runner, metrics = run(cfg)
+    ckpt = torch.load(osp.join(runner.work_dir, 'lapq_quantized.pth'),
+                      weights_only=True)
+    packed = ckpt['meta']['lapq']['weights']['backbone.layers.3']
+    assert packed['bits'] == 10 and packed['data'].dtype == torch.int16
+    reload_and_compare(runner, metrics, tmp_path / 'reload', w_bits=10,
+                       a_bits=10, first_last='same')
 
 
 def test_a_missing_stage_is_a_clear_error(tmp_path):
