@@ -95,8 +95,8 @@ def main(argv=None) -> int:
             print(f'quantized model: {state.quantized_metrics}')
     status = exit_status()
     if status:
-        print(f'error: interrupted: the report holds the best point found '
-              f'before the signal; continue with --resume', file=sys.stderr)
+        print('error: interrupted: the report holds the best point found '
+              'before the signal; continue with --resume', file=sys.stderr)
     return status
 
 

@@ -52,10 +52,11 @@ def quantize_from_config(cfg, eval_quantized: Optional[str] = None,
     if resume and eval_quantized:
         raise LAPQError('--resume continues a quantization run: it does not '
                         'go with --eval-quantized')
-    if resume and not osp.isfile(osp.join(cfg.work_dir, SEARCH_STATE)):
-        raise LAPQError(f'no search state {osp.join(cfg.work_dir, SEARCH_STATE)}'
-                        ' to resume: pass the --work-dir of the interrupted '
-                        'run, or run without --resume')
+    state_file = osp.join(cfg.work_dir, SEARCH_STATE)
+    if resume and not osp.isfile(state_file):
+        raise LAPQError(f'no search state {state_file} to resume: pass the '
+                        '--work-dir of the interrupted run, or run without '
+                        '--resume')
     init_distributed(cfg)
     with ranks_agree():
         if eval_quantized:

@@ -166,8 +166,8 @@ def _gptq_round_batch(weight, hessian, quantize, settings) -> torch.Tensor:
             2, perm[:, None, :].expand(G, d, d))
         diag = torch.diagonal(H, dim1=1, dim2=2)
     damp = settings.damp * diag.mean(1)
-    H = H + damp[:, None, None] * torch.eye(d, dtype=H.dtype,
-                                             device=H.device)
+    eye = torch.eye(d, dtype=H.dtype, device=H.device)
+    H = H + damp[:, None, None] * eye
     # Row i of U holds how the error of column i moves the columns after it.
     U = _inverse_cholesky(H).float()
     Q = torch.zeros_like(W)
