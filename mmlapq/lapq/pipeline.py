@@ -104,20 +104,22 @@ def run_lapq(objective: CalibrationObjective, init: InitSettings,
     with quantization_disabled(_chain_module(objective)):
         fp32_loss = objective.loss()
     log(f'FP32 calibration loss {fp32_loss:.5f}', force=True)
-    if state.get('init') is None:
-        record = _initialize(objective, init, auto_sign, reduce_hist, log,
-                             broadcast)
-        # A stage cut short by a stop request is not saved as done: a
-        # resumed run redoes it.
-        state.data['init'] = record
-        if not stop_requested():
-            state.update()
+    # A stage cut short by a stop request is not saved, and nothing after
+    # it either (the search's points are relative to the init's clips): a
+    # resumed run redoes it.
+    saving = True
+    init_record = state.get('init')
+    if init_record is None:
+        init_record = _initialize(objective, init, auto_sign, reduce_hist,
+                                  log, broadcast)
+        saving = not stop_requested()
+        if saving:
+            state.update(init=init_record)
     else:
-        restore_clips_and_grids(objective.quantizers, state.get('init')[
-            'clips'])
+        restore_clips_and_grids(objective.quantizers, init_record['clips'])
         log('resume: the init clips of the saved state', force=True)
     p_star, sweep_record, clip_maxima = (
-        state.get('init')[k] for k in ('p_star', 'p_sweep', 'clip_maxima'))
+        init_record[k] for k in ('p_star', 'p_sweep', 'clip_maxima'))
     init_loss = objective.loss()
     init_clips = objective.clips()
     seconds['init'] = time.perf_counter() - t
@@ -125,17 +127,18 @@ def run_lapq(objective: CalibrationObjective, init: InitSettings,
         force=True)
 
     if gptq and rounding.order == 'before_search':
-        if state.get('rounding') is None:
-            record = _round(objective, rounding, reduce_sum, log, seconds,
-                            broadcast)
-            state.data['rounding'] = dict(record=record,
-                                          codes=weight_codes(objective))
-            if not stop_requested():
-                state.update()
+        saved = state.get('rounding')
+        if saved is None:
+            saved = dict(record=_round(objective, rounding, reduce_sum, log,
+                                       seconds, broadcast),
+                         codes=weight_codes(objective))
+            saving = saving and not stop_requested()
+            if saving:
+                state.update(rounding=saved)
         else:
-            set_weight_codes(objective, state.get('rounding')['codes'])
+            set_weight_codes(objective, saved['codes'])
             log('resume: the GPTQ codes of the saved state', force=True)
-        rounding_record.update(state.get('rounding')['record'])
+        rounding_record.update(saved['record'])
     t = time.perf_counter()
     holdout_objective = None if holdout is None else CalibrationObjective(
         objective.steps, holdout, cache_bytes=0,
@@ -144,9 +147,10 @@ def run_lapq(objective: CalibrationObjective, init: InitSettings,
     if variables == 'auto':
         variables = 'activations' if gptq and \
             rounding.order == 'before_search' else 'all'
-    result = joint_search(objective, search, log, holdout_objective,
-                          variables, replay=state.get('evaluations') or (),
-                          on_progress=lambda e: state.update(evaluations=e))
+    result = joint_search(
+        objective, search, log, holdout_objective, variables,
+        replay=state.get('evaluations') or (),
+        on_progress=lambda e: state.update(evaluations=e) if saving else None)
     _agree_on_clips(objective, broadcast)
     seconds['search'] = time.perf_counter() - t
     final_loss, loss_before_bc = result.best_loss, None

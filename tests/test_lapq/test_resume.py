@@ -122,3 +122,16 @@ def test_a_state_of_another_run_is_refused(tmp_path):
     with pytest.raises(ResumeMismatch, match='no search state'):
         SearchStateFile(str(tmp_path / 'none.pth'), {}, resume=True)
     assert not [p for p in tmp_path.iterdir() if 'partial' in p.name]
+
+
+def test_a_stage_cut_short_is_not_saved(tmp_path):
+    """Stopped inside the p sweep: neither the init nor the search's
+    evaluations (relative to the init's clips) may be saved as done."""
+    path = str(tmp_path / 'state.pth')
+    obj = toy_objective()
+    stop_after(obj, 2)  # FP32 loss, then the first p of the sweep
+    first = run(obj, SearchStateFile(path, dict(run='toy')))
+    assert 'stopped early' in first.p_sweep['fallback']
+    assert first.search.stopped.startswith('interrupted')
+    import os
+    assert not os.path.exists(path)
