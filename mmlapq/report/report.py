@@ -68,9 +68,17 @@ def summary_table(report: dict) -> str:
 def write_markdown(report: dict, path: str) -> None:
     s = report['settings']['quant']
     env = report['env']
+    status = []
+    if report.get('interrupted'):
+        status.append(f"**Interrupted ({report['interrupted']})**: the "
+                      'model is the best point found before the signal; '
+                      'continue with `tools/quantize.py ... --resume`.')
+    if report.get('resumed'):
+        status.append('Resumed from the search state of an interrupted run.')
     lines = [
         f"# LAPQ report: W{s['w_bits']}A{s['a_bits']}",
         '',
+        *[line for text in status for line in (text, '')],
         f"config `{report.get('config')}`, checkpoint "
         f"`{report.get('checkpoint')}`",
         '',

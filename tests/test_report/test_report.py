@@ -53,6 +53,16 @@ def test_markdown_has_the_table_layers_and_guard(tmp_path):
     assert os.listdir(tmp_path) == ['r.md']
 
 
+def test_markdown_says_an_interrupted_or_resumed_run(tmp_path):
+    path = str(tmp_path / 'r.md')
+    write_markdown(dict(report(), interrupted='SIGTERM'), path)
+    assert '**Interrupted (SIGTERM)**' in open(path).read()
+    write_markdown(dict(report(), resumed=True), path)
+    text = open(path).read()
+    assert 'Resumed from the search state' in text
+    assert 'Interrupted' not in text
+
+
 def test_benchmark_table():
     rows = [dict(method='fp32', w_bits=32, a_bits=32, top1=93.42,
                  top5=99.93, calib_loss=None, func_evals=0, seconds=0.0),
