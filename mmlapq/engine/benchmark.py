@@ -196,6 +196,9 @@ def methods_benchmark(cfg, runner, calib: CalibrationSet,
                        **accuracy(runner, model, name),
                        calib_loss=result.final_loss,
                        init_calib_loss=result.init_loss,
+                       # the search's lowest loss, whatever the guard kept
+                       search_min_loss=min(result.search.history),
+                       guard=result.search.guard,
                        p=result.p_star, func_evals=result.func_evals,
                        seconds=seconds, seed=seed)
             rows.append(row)
@@ -259,9 +262,11 @@ def loss_surface(cfg, float_model: nn.Module, calib: CalibrationSet,
 # 1000 test images, 120 evaluations). Measured on 2026-11-28 (2 CPU
 # threads): W4A4 lp init loss 0.1512 -> LAPQ 0.1307 (13.6% lower), top-1
 # 93.50 vs FP32 94.40; W3A3 0.2276 -> 0.1835 (19.4% lower), 91.80 vs 94.40.
-# The margins leave room for another machine's float rounding, and trip
-# when the search stops improving on its init (a search that returns its
-# starting point gives 0%) or the quantized model breaks.
+# The loss is the search's lowest calibration loss: the held-out guard may
+# rightly keep the start, but the search itself must still find lower
+# losses. The margins leave room for another machine's float rounding, and
+# trip when the search stops improving on its init (a search that returns
+# its starting point gives 0%) or the quantized model breaks.
 # {(w_bits, a_bits): (min relative loss drop below the Lp init,
 #                     max top-1 points below FP32)}
 QUICK_GATE = {(4, 4): (0.05, 2.0), (3, 3): (0.10, 4.0)}
@@ -280,12 +285,14 @@ def quick_gate(rows: List[dict]) -> List[str]:
             continue
         min_drop, max_points = gate
         name = f"W{r['w_bits']}A{r['a_bits']} lapq"
-        drop = 1 - r['calib_loss'] / r['init_calib_loss']
+        searched = r.get('search_min_loss', r['calib_loss'])
+        drop = 1 - searched / r['init_calib_loss']
         if drop < min_drop:
             problems.append(
-                f"{name}: calibration loss {r['calib_loss']:.4f} is only "
-                f"{100 * drop:.1f}% below its Lp init's "
-                f"{r['init_calib_loss']:.4f} (needs {100 * min_drop:.0f}%)")
+                f"{name}: the search's lowest calibration loss "
+                f"{searched:.4f} is only {100 * drop:.1f}% below its Lp "
+                f"init's {r['init_calib_loss']:.4f} (needs "
+                f"{100 * min_drop:.0f}%)")
         if r['top1'] < fp32 - max_points:
             problems.append(f"{name}: top-1 {r['top1']:.2f} is more than "
                             f"{max_points} points below FP32's {fp32:.2f}")

@@ -20,6 +20,16 @@ def test_a_search_that_keeps_its_init_fails():
     assert len(problems) == 1 and 'only 0.0% below its Lp init' in problems[0]
 
 
+def test_the_gate_reads_the_searchs_lowest_loss_not_the_guards_choice():
+    """The guard may keep the start (calib_loss = init); the search must
+    still have found lower losses."""
+    guarded = rows(w3a3_loss=0.2276)
+    guarded[2]['search_min_loss'] = 0.1835
+    assert quick_gate(guarded) == []
+    guarded[2]['search_min_loss'] = 0.2276
+    assert len(quick_gate(guarded)) == 1
+
+
 def test_a_broken_model_fails():
     problems = quick_gate(rows(w3a3_top1=94.4 - QUICK_GATE[(3, 3)][1] - 0.1))
     assert len(problems) == 1 and 'points below FP32' in problems[0]
