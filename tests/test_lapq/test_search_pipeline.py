@@ -72,7 +72,9 @@ def test_lapq_lowers_the_loss_of_the_lp_init_at_w4a4():
     result = run_lapq(obj, InitSettings(), SearchSettings(maxiter=1))
     assert 2.0 <= result.p_star <= 4.0
     assert len(result.p_sweep['losses']) == 10
-    assert result.final_loss < result.init_loss
+    # Measured 4.62 -> 1.38 (1 thread) and 4.53 -> 1.38 (2 threads): a
+    # ratio of 0.30; a search that barely moves stays above 0.6.
+    assert result.final_loss < 0.6 * result.init_loss
     assert result.func_evals > len(obj.quantizers)
 
 
