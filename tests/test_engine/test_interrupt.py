@@ -2,7 +2,8 @@
 tools/quantize.py in the middle of the search ends the run at its best
 point, evaluated, reported as interrupted and saved, with exit status
 128 + the signal; --resume then finishes the search with the clips of a run
-that was never interrupted."""
+that was never interrupted. (SIGTERM is checked in-process: the same
+handler.)"""
 import json
 import os
 import os.path as osp
@@ -14,11 +15,11 @@ import pytest
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(REPO, 'configs', 'lapq', 'vgg11bn_fmnist_w4a4.py')
-SMALL = ['--calib-images', '128', '--cfg-options',
-         'test_dataloader.dataset.indices=500',
+SMALL = ['--calib-images', '96', '--cfg-options',
+         'test_dataloader.dataset.indices=300',
          'quantizer.init.p_grid=[2.0,3.0,4.0]',
          'quantizer.search.maxiter=1', 'quantizer.search.log_interval=0',
-         'quantizer.calib.holdout_images=128']
+         'quantizer.calib.holdout_images=96']
 # One thread: the three runs must take the same path (oneDNN picks its
 # kernels by thread count).
 ENV = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
@@ -88,15 +89,30 @@ def test_sigint_mid_search_then_resume(tmp_path, fmnist_data):
     assert not osp.exists(osp.join(cut_dir, 'lapq_search_state.pth'))
 
 
-@pytest.mark.slow
-def test_sigterm_mid_search_exits_143_with_a_report(tmp_path, fmnist_data):
-    work_dir = str(tmp_path / 'term')
-    status, stderr = quantize_and_signal(work_dir, signal.SIGTERM, 3)
-    assert status == 143, stderr[-3000:]
-    rep = report(work_dir)
-    assert rep['interrupted'] == 'SIGTERM'
-    assert rep['lapq']['stopped'].startswith('interrupted (SIGTERM)')
-    proc = quantize(str(tmp_path / 'other'), '--resume')
+def test_sigterm_requests_a_stop_and_exits_143(tmp_path):
+    """The handlers in-process: the first SIGTERM asks the stages to stop
+    (exit status 143), a second one aborts; the old handler comes back."""
+    from mmlapq.engine.interrupt import exit_status, stop_on_signals
+    from mmlapq.lapq import interrupt
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        with stop_on_signals():
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert interrupt.stop_requested()
+            assert interrupt.stop_reason() == 'SIGTERM'
+            assert exit_status() == 143
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGTERM)
+        assert signal.getsignal(signal.SIGTERM) is before
+    finally:
+        interrupt.reset()
+
+
+def test_resume_without_a_state_is_one_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, 'tools/quantize.py', CONFIG, '--work-dir',
+         str(tmp_path / 'other'), '--resume'], cwd=REPO,
+        capture_output=True, text=True, timeout=300, env=ENV)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith(
         'error: no search state')
