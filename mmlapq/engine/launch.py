@@ -99,8 +99,7 @@ def quantize_from_config(cfg, eval_quantized: Optional[str] = None,
         # This run's log folder goes, and the work dir too if this run
         # made it, unless it holds a search state to resume from.
         shutil.rmtree(runner.log_dir, ignore_errors=True)
-        if not work_dir_existed and not osp.exists(
-                osp.join(cfg.work_dir, SEARCH_STATE)):
+        if not work_dir_existed and not osp.exists(state_file):
             shutil.rmtree(cfg.work_dir, ignore_errors=True)
         raise
     return state

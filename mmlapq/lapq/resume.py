@@ -13,7 +13,7 @@ and machine it reaches the clips an uninterrupted run reaches.
 A fingerprint of the run (settings, calibration images, checkpoint) is
 stored with it; a state of another run is refused.
 """
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import torch
 
@@ -88,6 +88,3 @@ def restore_clips_and_grids(quantizers: Dict[str, object],
     for name, q in quantizers.items():
         q.set_grid(Grid(saved[name]['bits'], saved[name]['kind']))
         q.set_alpha(saved[name]['alpha'])
-
-
-Evaluations = List[List[float]]  # [u..., loss] per evaluation
