@@ -1,11 +1,13 @@
 """Export a quantized (or float) mmcls model to ONNX and check it.
 
     python tools/export.py CONFIG WORK_DIR/lapq_quantized.pth [--out FILE]
-        [--opset 21] [--batch-size 1] [--verify [--test-images N]]
+        [--weight-storage int8|int4] [--opset N] [--batch-size 1]
+        [--verify [--test-images N]]
 
-A quantized checkpoint of mmlapq becomes a QDQ model (integer weight
-initializers, QuantizeLinear / DequantizeLinear on the quantized inputs); a
-float checkpoint becomes a plain float model. Input ``input``: what the
+A quantized checkpoint of mmlapq becomes a QDQ model that onnxruntime and
+OpenVINO run on integer kernels (INT8 weight initializers, INT32 biases,
+UINT8 QuantizeLinear / DequantizeLinear on the quantized tensors); a float
+checkpoint becomes a plain float model. Input ``input``: what the
 model's forward receives after mmcls's data preprocessor (normalized NCHW
 float32, any batch size); output ``scores``: the class scores. --verify runs
 it in onnxruntime on the config's test set against the PyTorch model.
@@ -24,8 +26,13 @@ def parse_args(argv=None):
                    'float checkpoint')
     p.add_argument('--out', help='ONNX file (default: the checkpoint with '
                    '.onnx)')
-    p.add_argument('--opset', type=int, default=21, help='21 (default) '
-                   'stores 4-bit weights as INT4; 13..20 as INT8')
+    p.add_argument('--weight-storage', choices=['int8', 'int4'],
+                   default='int8', help='int8 (default): every weight as '
+                   'INT8, what integer kernels run; int4: 4-bit codes as '
+                   'INT4 (opset 21), half the size, but those layers run as '
+                   'float convs')
+    p.add_argument('--opset', type=int, help='default 17; 21 with '
+                   '--weight-storage int4')
     p.add_argument('--batch-size', type=int, default=1,
                    help='batch of the example input (the exported batch '
                    'axis is dynamic)')
@@ -47,11 +54,12 @@ def main(argv=None) -> int:
     try:
         cfg = load_config(args.config, args.cfg_options)
         info = export_onnx(cfg, args.checkpoint, out, args.opset,
-                           args.batch_size)
+                           args.batch_size, args.weight_storage)
         print(f"{out}: opset {info['opset']}, "
               f'{osp.getsize(out) / 1e6:.2f} MB')
         for name, row in info['layers'].items():
-            print(f"  {name}: weight {row['weight']}, input {row['input']}")
+            print(f'  {name}: ' + ', '.join(f'{k} {v}'
+                                            for k, v in row.items()))
         if args.verify:
             res = compare_with_onnxruntime(cfg, args.checkpoint, out,
                                            args.test_images)

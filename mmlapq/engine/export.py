@@ -55,8 +55,8 @@ def test_loader(cfg, batch_size: int, num_images: Optional[int] = None):
     return Runner.build_dataloader(loader)
 
 
-def export_onnx(cfg, checkpoint: str, out: str, opset: int,
-                batch_size: int = 1) -> dict:
+def export_onnx(cfg, checkpoint: str, out: str, opset: Optional[int] = None,
+                batch_size: int = 1, weight_storage: str = 'int8') -> dict:
     """Write the model of ``checkpoint`` as ONNX to ``out``; the example
     input is a batch of the test set after the data preprocessor."""
     import os
@@ -69,7 +69,7 @@ def export_onnx(cfg, checkpoint: str, out: str, opset: int,
     batch = next(iter(test_loader(cfg, batch_size)))
     example = model.data_preprocessor(batch, False)['inputs']
     try:
-        return export_qdq(model, example, out, opset)
+        return export_qdq(model, example, out, opset, weight_storage)
     except ExportError as exc:
         raise LAPQError(f'cannot export {checkpoint}: {exc}') from None
 

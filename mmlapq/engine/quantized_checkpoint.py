@@ -59,7 +59,7 @@ def quantized_state(model: nn.Module, quantizer, plans) -> dict:
         clips={n: q.alpha.cpu() for n, q in quantizers(model).items()},
         grids={n: q.grid.kind for n, q in quantizers(model).items()},
         bias_shift={n: m.bias_shift.cpu() for n, m in layers.items()
-                    if m.bias_shift is not None},
+                    if getattr(m, 'bias_shift', None) is not None},
         weights=integer_weights(model))
 
 
@@ -79,7 +79,10 @@ def save_quantized_checkpoint(model: nn.Module, quantizer, plans,
 def apply_quantized_state(model: nn.Module, state_dict: dict,
                           lapq_state: dict) -> List[LayerPlan]:
     """Wrap the float ``model`` as the saved one was and load its state."""
-    quant = QuantSettings(**lapq_state['settings']['quant'])
+    saved = dict(lapq_state['settings']['quant'])
+    # Files written before the integer target computed with float biases.
+    saved.setdefault('target', 'fake_quant')
+    quant = QuantSettings(**saved)
     plans = quantize_model(model, quant)
     qs = quantizers(model)
     if set(qs) != set(lapq_state['clips']):

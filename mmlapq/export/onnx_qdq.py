@@ -1,27 +1,42 @@
-"""ONNX export of a quantized model in the QDQ format.
+"""ONNX export of a quantized model in the QDQ format that integer runtimes
+fuse into integer kernels.
 
-How: the quantized model's float twin (plain Conv2d / Linear holding the
-dequantized weights and the biases with their empirical shift) is exported
-with torch's TorchScript exporter, whose initializers keep the parameters'
-names. Then, for each quantized layer, found by its weight's name:
+How: the quantized model's float twin is exported with torch's TorchScript
+exporter. In the twin each quantized layer is a plain Conv2d / Linear that
+holds its quantized weight and bias, behind a fake-quantizer of its input
+that the exporter writes as ``QuantizeLinear -> [Clip] ->
+DequantizeLinear`` (:class:`_QuantizeInput`). The initializers keep the
+parameters' names; then, per quantized layer, found by its weight's name:
 
-- the weight becomes an integer initializer (INT4 at 4 bits and below from
-  opset 21 on, INT8 otherwise) of its codes, followed by a
+- the weight becomes an integer initializer of its codes, followed by a
   ``DequantizeLinear`` with the grid step as scale (per output channel with
-  ``axis=0`` where the clips are) and zero point 0;
-- the layer's input gets ``QuantizeLinear -> DequantizeLinear`` with the
-  step of the input grid, in UINT8 for unsigned grids and INT8 for signed
-  ones, and a ``Clip`` to the grid's range before it where the type would
-  saturate elsewhere (a narrow signed grid stops at -(2^(b-1)-1); a 4-bit
-  grid in an 8-bit type). Activations stay in 8-bit types at every width:
-  onnxruntime 1.32's QDQ propagation moves a UINT4 QuantizeLinear in front
-  of MaxPool, which has no 4-bit kernel, and the session fails to load.
+  ``axis=0`` where the clips are) and zero point 0: INT8 by default, also
+  for 4-bit and lower codes (the runtimes' integer kernels take 8-bit
+  weights); ``weight_storage='int4'`` stores 4-bit codes as INT4 (opset
+  21), half the size, but no runtime has a 4-bit conv kernel, so those
+  layers then run as float convs;
+- a bias on the integer grid (``target='integer'``, see
+  ``QuantLayerMixin.bias_step``) becomes an INT32 initializer with a
+  ``DequantizeLinear`` at input step x weight step: what onnxruntime's
+  ``QLinearConv`` / ``QGemm`` add to their accumulator. A float bias
+  (``target='fake_quant'``) moves into an ``Add`` after the layer, exact
+  but not fusable.
+
+Activations are UINT8 whatever their grid, as x86 integer kernels want
+them: an unsigned grid with zero point 0, a signed grid with zero point 128
+(its codes -q..q become 128-q..128+q). A grid narrower than the type (4
+bits; the signed grid stops at -127) keeps its range as a ``Clip`` on the
+UINT8 codes, which runs as an integer op between integer kernels.
+onnxruntime moves each ``QuantizeLinear`` up through MaxPool / Flatten and
+drops a ReLU before it (the zero point is the type's minimum), so a layer
+whose output goes to another quantized layer becomes ``QLinearConv`` /
+``QGemm`` with a UINT8 output.
 
 The result computes what the fake-quantized PyTorch model computes, up to
-float rounding of the convolutions and of ``x / scale``. Grids that QDQ
-cannot express exactly (the 'midrise' grid: no zero level) and ReLU-output
-quantizers (``act_quant='relu_outputs'``) stop the export with an
-:class:`ExportError` instead of writing another model.
+float rounding of the accumulations and of the requantization. Grids that
+QDQ cannot express exactly (the 'midrise' grid: no zero level) and
+ReLU-output quantizers (``act_quant='relu_outputs'``) stop the export with
+an :class:`ExportError` instead of writing another model.
 """
 import copy
 import io
@@ -37,10 +52,11 @@ from ..quant.control import quant_layers
 from ..quant.grids import Grid
 from ..quant.int_weights import (code_range, integer_grid_error,
                                  layer_weight_codes, weight_step)
-from ..quant.qmodules import QuantAct, QuantConv2d
+from ..quant.qmodules import QuantAct, QuantConv2d, QuantInput
 
-DEFAULT_OPSET = 21  # the first with INT4 / UINT4 Q and DQ
-_EXPORT_OPSET = 17  # what torch's TorchScript exporter writes; converted
+DEFAULT_OPSET = 17  # what torch's TorchScript exporter writes
+INT4_OPSET = 21  # the first with INT4 / UINT4 Q and DQ
+WEIGHT_STORAGES = ('int8', 'int4')
 _PREFIX = 'model.'  # the twin's attribute in the exported wrapper
 
 
@@ -59,8 +75,66 @@ class _Logits(nn.Module):
         return self.model(x, mode='tensor')
 
 
+# UINT8 zero point of an activation grid: 0 for unsigned, the middle of the
+# type for signed, so that x86's u8 x s8 kernels take every input.
+_SIGNED_ZERO_POINT = 128
+
+
+def activation_codes(grid: Grid) -> Tuple[int, int, int]:
+    """(zero point, lowest, highest) UINT8 code of an activation grid."""
+    low, high = code_range(grid)
+    zero = _SIGNED_ZERO_POINT if grid.kind == 'signed' else 0
+    if grid.bits > 8:
+        raise ExportError(f'{grid.bits}-bit activations have no 8-bit '
+                          'integer type: use at most 8 bits')
+    return zero, zero + low, zero + high
+
+
+class _FakeQuantize(torch.autograd.Function):
+    """The input quantizer's rounding in PyTorch; ``QuantizeLinear ->
+    [Clip] -> DequantizeLinear`` on UINT8 in the exported graph."""
+
+    @staticmethod
+    def forward(ctx, x, grid, alpha, scale, zero, low, high):
+        return grid.quantize(x, alpha)
+
+    @staticmethod
+    def symbolic(g, x, grid, alpha, scale, zero, low, high):
+        def const(value, dtype):
+            return g.op('Constant', value_t=torch.tensor(value, dtype=dtype))
+        scale = const(scale, torch.float32)
+        zero_point = const(zero, torch.uint8)
+        q = g.op('QuantizeLinear', x, scale, zero_point)
+        if (low, high) != (0, 255):
+            q = g.op('Clip', q, const(low, torch.uint8),
+                     const(high, torch.uint8))
+        return g.op('DequantizeLinear', q, scale, zero_point)
+
+
+class _QuantizeInput(nn.Module):
+    """A float layer behind its input quantizer (the twin of a quantized
+    layer): what the exporter writes as QDQ -> Conv / Gemm."""
+
+    def __init__(self, layer: nn.Module, quantizer):
+        super().__init__()
+        self.layer = layer
+        self.grid = quantizer.grid
+        self.alpha = float(quantizer.alpha)
+        self.zero, self.low, self.high = activation_codes(self.grid)
+        self.scale = float(np.float32(self.grid.step(self.alpha)))
+
+    def forward(self, x):
+        x = _FakeQuantize.apply(x, self.grid, self.alpha, self.scale,
+                                self.zero, self.low, self.high)
+        return self.layer(x)
+
+
 def _plain_layer(layer: nn.Module) -> nn.Module:
-    """A float Conv2d / Linear with the layer's quantized weight and bias."""
+    """A float Conv2d / Linear with the layer's quantized weight and bias,
+    behind the layer's input quantizer if it has one; a quantized pool
+    behind its input quantizer."""
+    if isinstance(layer, QuantInput):
+        return _QuantizeInput(layer.module, layer.input_quantizer)
     weight, bias = layer.quantized_weight_and_bias()
     if isinstance(layer, QuantConv2d):
         plain = nn.Conv2d(layer.in_channels, layer.out_channels,
@@ -73,12 +147,20 @@ def _plain_layer(layer: nn.Module) -> nn.Module:
     plain.weight = nn.Parameter(weight.detach().clone().contiguous())
     if bias is not None:
         plain.bias = nn.Parameter(bias.detach().clone())
-    return plain.to(weight.device)
+    plain = plain.to(weight.device)
+    quantizer = layer.input_quantizer
+    if quantizer is None:
+        return plain
+    if quantizer.grid.kind == 'midrise':
+        raise ExportError('the input grid is midrise, which has no level at '
+                          'zero: quantize inputs on a signed or unsigned '
+                          'grid')
+    return _QuantizeInput(plain, quantizer)
 
 
 def float_twin(model: nn.Module) -> Tuple[nn.Module, Dict[str, nn.Module]]:
-    """A copy of ``model`` whose quantized layers are plain float layers,
-    and the quantized layers by name."""
+    """A copy of ``model`` whose quantized layers are plain float layers
+    behind their input quantizers, and the quantized layers by name."""
     if any(isinstance(m, QuantAct) for m in model.modules()):
         raise ExportError("ReLU-output quantizers (act_quant="
                           "'relu_outputs', preset='reference') are not "
@@ -89,27 +171,29 @@ def float_twin(model: nn.Module) -> Tuple[nn.Module, Dict[str, nn.Module]]:
     for name, layer in layers.items():
         parent_name, _, child = name.rpartition('.')
         parent = twin.get_submodule(parent_name) if parent_name else twin
-        setattr(parent, child, _plain_layer(layer))
+        try:
+            setattr(parent, child, _plain_layer(layer))
+        except ExportError as exc:
+            raise ExportError(f'{name}: {exc}') from None
     return twin, layers
 
 
-def _int_type(grid: Grid, opset: int) -> int:
-    """The ONNX element type of ``grid``'s codes (opset 0: 8-bit only)."""
+def _weight_type(grid: Grid, storage: str) -> int:
+    """The ONNX element type of a weight grid's codes."""
     from onnx import TensorProto
-    signed = grid.kind == 'signed'
-    if grid.bits <= 4 and opset >= 21:
-        return TensorProto.INT4 if signed else TensorProto.UINT4
-    if grid.bits <= 8:
-        return TensorProto.INT8 if signed else TensorProto.UINT8
-    raise ExportError(f'{grid.bits}-bit grids have no ONNX integer type: '
-                      'use at most 8 bits')
+    if grid.bits > 8:
+        raise ExportError(f'{grid.bits}-bit weights have no ONNX integer '
+                          'type: use at most 8 bits')
+    if grid.bits <= 4 and storage == 'int4':
+        return TensorProto.INT4
+    return TensorProto.INT8
 
 
 def _type_range(onnx_type: int) -> Tuple[int, int]:
     from onnx import TensorProto
     return {TensorProto.INT4: (-8, 7), TensorProto.UINT4: (0, 15),
-            TensorProto.INT8: (-128, 127),
-            TensorProto.UINT8: (0, 255)}[onnx_type]
+            TensorProto.INT8: (-128, 127), TensorProto.UINT8: (0, 255),
+            TensorProto.INT32: (-2**31, 2**31 - 1)}[onnx_type]
 
 
 class _Graph:
@@ -130,8 +214,8 @@ class _Graph:
         if onnx_type is not None:
             dtype = {TensorProto.INT4: ml_dtypes.int4,
                      TensorProto.UINT4: ml_dtypes.uint4,
-                     TensorProto.INT8: np.int8,
-                     TensorProto.UINT8: np.uint8}[onnx_type]
+                     TensorProto.INT8: np.int8, TensorProto.UINT8: np.uint8,
+                     TensorProto.INT32: np.int32}[onnx_type]
             low, high = _type_range(onnx_type)
             if array.size and (array.min() < low or array.max() > high):
                 raise ValueError(f'{name}: integers outside {low}..{high}')
@@ -147,9 +231,25 @@ class _Graph:
     def remove_initializer(self, name: str) -> None:
         self.graph.initializer.remove(self.initializers.pop(name))
 
+    def dequantized(self, node, index: int, name: str, codes: np.ndarray,
+                    onnx_type: int, scale: np.ndarray, axis: bool) -> None:
+        """Replace input ``index`` of ``node`` (an initializer) by integer
+        ``codes`` of ``onnx_type`` and a DequantizeLinear at ``scale``."""
+        from onnx import helper
+        value = node.input[index]
+        q = self.constant(f'{value}_quantized', codes, onnx_type)
+        zero = self.constant(f'{value}_zero_point',
+                             np.zeros(scale.shape, np.int64), onnx_type)
+        scale = self.constant(f'{value}_scale', scale.astype(np.float32))
+        self.remove_initializer(value)
+        attrs = dict(axis=0) if axis else {}
+        self.insert_before(node, [helper.make_node(
+            'DequantizeLinear', [q, scale, zero], [value],
+            name=f'{name}/DequantizeLinear', **attrs)])
 
-def _quantize_weight(graph: _Graph, node, name: str, layer, opset: int
-                     ) -> str:
+
+def _quantize_weight(graph: _Graph, node, name: str, layer,
+                     storage: str) -> str:
     from onnx import helper
     grid = layer.weight_quantizer.grid
     reason = integer_grid_error(grid)
@@ -159,55 +259,28 @@ def _quantize_weight(graph: _Graph, node, name: str, layer, opset: int
     step = weight_step(layer).detach().cpu().numpy().astype(np.float32)
     per_channel = layer.weight_quantizer.channel_axis is not None
     step = step.reshape(-1) if per_channel else step.reshape(())
-    onnx_type = _int_type(grid, opset)
-    weight_name = node.input[1]
-    q = graph.constant(f'{weight_name}_quantized', codes, onnx_type)
-    scale = graph.constant(f'{weight_name}_scale', step)
-    zero = graph.constant(f'{weight_name}_zero_point',
-                          np.zeros(step.shape, np.int64), onnx_type)
-    graph.remove_initializer(weight_name)
-    attrs = dict(axis=0) if per_channel else {}
-    graph.insert_before(node, [helper.make_node(
-        'DequantizeLinear', [q, scale, zero], [weight_name],
-        name=f'{name}/weight/DequantizeLinear', **attrs)])
+    onnx_type = _weight_type(grid, storage)
+    graph.dequantized(node, 1, f'{name}/weight', codes, onnx_type, step,
+                      per_channel)
     return helper.tensor_dtype_to_string(onnx_type).split('.')[-1]
 
 
-def _quantize_input(graph: _Graph, node, name: str, layer) -> str:
-    from onnx import helper
-    quantizer = layer.input_quantizer
-    grid = quantizer.grid
-    if grid.kind == 'midrise':
-        raise ExportError(f'{name}: the input grid is midrise, which has no '
-                          'level at zero: quantize inputs on a signed or '
-                          'unsigned grid')
-    onnx_type = _int_type(grid, opset=0)
-    step = np.float32(grid.step(float(quantizer.alpha)))
-    low, high = code_range(grid)
-    x = node.input[0]
-    nodes = []
-    if (low, high) != _type_range(onnx_type):
-        lo = graph.constant(f'{name}.input_clip_min',
-                            np.float32(low * step))
-        hi = graph.constant(f'{name}.input_clip_max',
-                            np.float32(high * step))
-        nodes.append(helper.make_node('Clip', [x, lo, hi],
-                                      [f'{name}.input_clipped'],
-                                      name=f'{name}/input/Clip'))
-        x = f'{name}.input_clipped'
-    scale = graph.constant(f'{name}.input_scale', np.array(step))
-    zero = graph.constant(f'{name}.input_zero_point',
-                          np.zeros((), np.int64), onnx_type)
-    nodes.append(helper.make_node('QuantizeLinear', [x, scale, zero],
-                                  [f'{name}.input_quantized'],
-                                  name=f'{name}/input/QuantizeLinear'))
-    nodes.append(helper.make_node('DequantizeLinear',
-                                  [f'{name}.input_quantized', scale, zero],
-                                  [f'{name}.input_dequantized'],
-                                  name=f'{name}/input/DequantizeLinear'))
-    graph.insert_before(node, nodes)
-    node.input[0] = f'{name}.input_dequantized'
-    return helper.tensor_dtype_to_string(onnx_type).split('.')[-1]
+def _quantize_bias(graph: _Graph, node, name: str, layer) -> str:
+    """The bias as INT32 codes at input step x weight step, or a float Add
+    after the layer where the bias is not on that grid."""
+    from onnx import TensorProto
+    if len(node.input) < 3 or not node.input[2]:
+        return 'none'
+    step = layer.bias_step()
+    if step is None:
+        _bias_after(graph, node, name)
+        return 'FLOAT'
+    _, bias = layer.quantized_weight_and_bias()
+    step = step.detach().cpu().float()
+    codes = torch.round(bias.detach().cpu().float() / step).numpy()
+    graph.dequantized(node, 2, f'{name}/bias', codes.astype(np.int64),
+                      TensorProto.INT32, step.numpy(), True)
+    return 'INT32'
 
 
 def _bias_after(graph: _Graph, node, name: str) -> None:
@@ -218,8 +291,6 @@ def _bias_after(graph: _Graph, node, name: str) -> None:
     it off the value the PyTorch model adds (0.6% of the Fashion-MNIST W4A4
     predictions changed). An Add after the layer keeps it exact."""
     from onnx import helper, numpy_helper
-    if len(node.input) < 3 or not node.input[2]:
-        return
     bias = numpy_helper.to_array(graph.initializers[node.input[2]])
     if node.op_type == 'Conv':
         bias = bias.reshape(-1, 1, 1)
@@ -233,47 +304,71 @@ def _bias_after(graph: _Graph, node, name: str) -> None:
         'Add', [node.output[0], added], [out], name=f'{name}/bias/Add'))
 
 
+def _input_type(layer) -> str:
+    quantizer = layer.input_quantizer
+    if quantizer is None:
+        return 'FLOAT'
+    zero, low, high = activation_codes(quantizer.grid)
+    return f'UINT8 (zero point {zero}, codes {low}..{high})'
+
+
 def export_qdq(model: nn.Module, example: torch.Tensor, path: str,
-               opset: int = DEFAULT_OPSET) -> dict:
+               opset: Optional[int] = None,
+               weight_storage: str = 'int8') -> dict:
     """Write ``model`` (quantized by mmlapq, or float) as ONNX to ``path``:
     input ``input`` (preprocessed NCHW float32, any batch size), output
-    ``scores``. Returns what was written: per layer, the element types of
-    its weight and input."""
+    ``scores``. ``weight_storage``: 'int8' (every weight in INT8, what
+    integer kernels run; default) or 'int4' (codes of 4 bits and below as
+    INT4, opset 21). ``opset``: default 17, 21 for INT4 storage. Returns
+    what was written: per layer, the element types of its weight, bias and
+    input."""
     import onnx
     from onnx import version_converter
+    if weight_storage not in WEIGHT_STORAGES:
+        raise ExportError(f'weight storage {weight_storage!r} is unknown: '
+                          f'use one of {", ".join(WEIGHT_STORAGES)}')
+    if opset is None:
+        opset = INT4_OPSET if weight_storage == 'int4' else DEFAULT_OPSET
     if opset < 13:
         raise ExportError(f'opset {opset} is too old: per-channel '
-                          'QuantizeLinear / DequantizeLinear need opset 13 '
-                          '(INT4 weights need 21)')
+                          'QuantizeLinear / DequantizeLinear need opset 13')
+    if weight_storage == 'int4' and opset < INT4_OPSET:
+        raise ExportError(f'INT4 weights need opset {INT4_OPSET}, not '
+                          f'{opset}: pass --opset {INT4_OPSET} or store '
+                          'weights as int8')
     twin, layers = float_twin(model)
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter('ignore')  # the exporter's deprecation notes
         torch.onnx.export(_Logits(twin), (example, ), buffer, dynamo=False,
-                          opset_version=_EXPORT_OPSET,
+                          opset_version=DEFAULT_OPSET,
                           do_constant_folding=False, input_names=['input'],
                           output_names=['scores'],
                           dynamic_axes={'input': {0: 'batch'},
                                         'scores': {0: 'batch'}})
     onnx_model = onnx.load_from_string(buffer.getvalue())
-    if opset != _EXPORT_OPSET:
+    if opset != DEFAULT_OPSET:
         onnx_model = version_converter.convert_version(onnx_model, opset)
     graph = _Graph(onnx_model)
     consumers = {n.input[1]: n for n in graph.graph.node
                  if n.op_type in ('Conv', 'Gemm') and len(n.input) > 1}
     written = {}
     for name, layer in layers.items():
-        node = consumers.get(f'{_PREFIX}{name}.weight')
+        if isinstance(layer, QuantInput):
+            written[name] = dict(input=_input_type(layer))
+            continue
+        inner = '.layer' if layer.input_quantizer is not None else ''
+        node = consumers.get(f'{_PREFIX}{name}{inner}.weight')
         if node is None:
             raise ExportError(f'{name}: no Conv or Gemm node reads its '
                               'weight in the exported graph')
-        row = dict(weight='FLOAT', input='FLOAT')
+        row = dict(weight='FLOAT', input=_input_type(layer))
         if layer.weight_quantizer is not None:
-            row['weight'] = _quantize_weight(graph, node, name, layer, opset)
-        if layer.input_quantizer is not None:
-            row['input'] = _quantize_input(graph, node, name, layer)
-        _bias_after(graph, node, name)
+            row['weight'] = _quantize_weight(graph, node, name, layer,
+                                             weight_storage)
+        row['bias'] = _quantize_bias(graph, node, name, layer)
         written[name] = row
     onnx.checker.check_model(onnx_model, full_check=True)
     atomic_write(path, lambda tmp: onnx.save(onnx_model, tmp))
-    return dict(path=path, opset=opset, layers=written)
+    return dict(path=path, opset=opset, weight_storage=weight_storage,
+                layers=written)

@@ -92,6 +92,17 @@ class TensorQuantizer(nn.Module):
         return f'bits={self.grid.bits}, grid={self.grid.kind}{axis}'
 
 
+INT32_MAX = 2**31 - 1
+
+
+def integer_bias(bias: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+    """``bias`` on the int32 grid of ``step`` (one per output channel):
+    what a runtime adds to the integer accumulator of a conv or matmul whose
+    input and weight steps multiply to ``step``."""
+    codes = torch.round(bias / step).clamp_(-INT32_MAX, INT32_MAX)
+    return codes * step
+
+
 def _memory_format(tensor: torch.Tensor) -> torch.memory_format:
     if tensor.dim() == 4 and tensor.is_contiguous(
             memory_format=torch.channels_last):
@@ -121,12 +132,16 @@ class QuantLayerMixin:
     @classmethod
     def from_float(cls, layer: nn.Module, w_grid: Optional[Grid],
                    a_grid: Optional[Grid], per_channel: bool = False,
-                   weight_mean_correction: bool = False):
+                   weight_mean_correction: bool = False,
+                   int_bias: bool = False):
         """The quantized twin of a float layer, sharing its parameters (no
-        copy); a grid of None keeps that tensor in floating point."""
+        copy); a grid of None keeps that tensor in floating point.
+        ``int_bias``: round the bias to integers at input step x weight
+        step, as integer kernels add it (see :func:`integer_bias`)."""
         q = cls._empty_like(layer)  # allocates nothing (meta device)
         q.weight, q.bias = layer.weight, layer.bias
         q._init_quant(w_grid, a_grid, per_channel, weight_mean_correction)
+        q.int_bias = int_bias
         q.to(layer.weight.device)
         q.train(layer.training)
         return q
@@ -138,6 +153,7 @@ class QuantLayerMixin:
         self.input_quantizer = TensorQuantizer(a_grid) if a_grid else None
         self.quant_enabled = True
         self.weight_mean_correction = weight_mean_correction
+        self.int_bias = False
         # Empirical bias correction (per output channel), set after the search.
         self.register_buffer('bias_shift', None, persistent=False)
         # Integer levels chosen by a rounding method (GPTQ), shaped like the
@@ -153,7 +169,9 @@ class QuantLayerMixin:
         shift, codes = self.bias_shift, self.weight_codes
         return (self.quant_enabled, wq.version if wq else 0,
                 aq.version if aq else 0, self.weight._version,
-                id(self.weight), self.weight_mean_correction,
+                id(self.weight), self.weight_mean_correction, self.int_bias,
+                None if self.bias is None else (id(self.bias),
+                                                self.bias._version),
                 None if shift is None else (id(shift), shift._version),
                 None if codes is None else (id(codes), codes._version))
 
@@ -194,9 +212,26 @@ class QuantLayerMixin:
                 if self.bias_shift is not None:
                     bias = self.bias_shift if bias is None \
                         else bias + self.bias_shift
+                step = self.bias_step()
+                if bias is not None and step is not None:
+                    bias = integer_bias(bias, step)
             self._cached = (w.detach(), None if bias is None else bias.detach())
             self._cache_key = key
         return self._cached
+
+    def bias_step(self) -> Optional[torch.Tensor]:
+        """The step of the integer bias, input step x weight step (one per
+        output channel), in float32 as a runtime computes it; None when the
+        bias stays float (``int_bias`` off, or an input or weight that is
+        not on an integer grid)."""
+        wq, aq = self.weight_quantizer, self.input_quantizer
+        if not self.int_bias or wq is None or aq is None or \
+                'midrise' in (wq.grid.kind, aq.grid.kind) or \
+                self.weight_mean_correction:
+            return None
+        w_step = wq.grid.step(wq.alpha.float()).reshape(-1)
+        a_step = aq.grid.step(aq.alpha.float())
+        return (a_step * w_step).expand(self.weight.shape[0])
 
     def quant_forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.quant_enabled:
@@ -303,5 +338,44 @@ class QuantAct(nn.Module):
         return f'a={self.output_quantizer.extra_repr()} (output)'
 
 
+class QuantInput(nn.Module):
+    """A weightless module (average pooling) whose input is fake-quantized:
+    where the integer target needs one more quantized tensor, so that a
+    runtime can run the module and the layers around it on integers.
+
+    Its clip is named ``<module>.input``, initialised and searched like a
+    layer's input clip.
+    """
+
+    act_slot = 'input'
+    weight_quantizer = None
+
+    def __init__(self, module: nn.Module, a_grid: Grid):
+        super().__init__()
+        self.module = module
+        self.input_quantizer = TensorQuantizer(a_grid)
+        self.quant_enabled = True
+
+    @property
+    def act_quantizer(self) -> TensorQuantizer:
+        return self.input_quantizer
+
+    @staticmethod
+    def observe(x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def state_key(self) -> tuple:
+        return (self.quant_enabled, self.input_quantizer.version)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.quant_enabled:
+            x = self.input_quantizer(x)
+        return self.module(x)
+
+    def extra_repr(self) -> str:
+        return f'a={self.input_quantizer.extra_repr()} (input)'
+
+
 ACT_TYPES = (nn.ReLU, nn.ReLU6)
-QUANT_LAYER_TYPES = (QuantConv2d, QuantLinear, QuantAct)
+POOL_TYPES = (nn.AdaptiveAvgPool2d, nn.AvgPool2d)
+QUANT_LAYER_TYPES = (QuantConv2d, QuantLinear, QuantAct, QuantInput)

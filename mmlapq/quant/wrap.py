@@ -18,14 +18,18 @@ import torch.nn as nn
 
 from .bn_fold import fold_batch_norms
 from .grids import Grid, check_bits, check_choice, check_type
-from .qmodules import (ACT_TYPES, QUANT_LAYER_TYPES, QuantAct, QuantConv2d,
-                       QuantLinear)
+from .qmodules import (ACT_TYPES, POOL_TYPES, QUANT_LAYER_TYPES, QuantAct,
+                       QuantConv2d, QuantInput, QuantLinear)
 
 FLOAT_TYPES = {'Conv2d': nn.Conv2d, 'Linear': nn.Linear}
 ACT_QUANT_PLACES = ('layer_inputs', 'relu_outputs')
 FIRST_LAST_POLICIES = ('8bit', 'fp', 'same')
 BIAS_CORRECTIONS = ('none', 'mean', 'empirical')
 WEIGHT_GRIDS = ('signed', 'midrise')
+# 'integer': the model computes what integer kernels compute (int32 bias at
+# input step x weight step); 'fake_quant': float bias, as the LAPQ paper
+# simulates quantization (its export cannot run integer kernels).
+TARGETS = ('integer', 'fake_quant')
 PRESETS = ('reference', )
 FP = 'fp'  # an override value that keeps a tensor in floating point
 BitsValue = Union[int, str, None]
@@ -55,6 +59,7 @@ class QuantSettings:
     # 'layer_inputs' | 'relu_outputs' (see the module doc)
     act_quant: str = 'layer_inputs'
     preset: Optional[str] = None
+    target: str = 'integer'
 
     def __post_init__(self):
         for key in ('w_per_channel', 'fold_bn'):
@@ -69,6 +74,7 @@ class QuantSettings:
             # [1:-1]); Linear layers stay FP and BN is not folded.
             self.layer_types, self.first_last = ('Conv2d', ), 'fp'
             self.act_quant, self.fold_bn = 'relu_outputs', False
+            self.target = 'fake_quant'
         check_bits(self.w_bits, 'w_bits')
         check_bits(self.a_bits, 'a_bits')
         self.layer_types = tuple(self.layer_types)
@@ -78,6 +84,7 @@ class QuantSettings:
         check_choice('bias_correction', self.bias_correction,
                       BIAS_CORRECTIONS)
         check_choice('act_quant', self.act_quant, ACT_QUANT_PLACES)
+        check_choice('target', self.target, TARGETS)
         if self.a_signed not in ('auto', True, False):
             raise ValueError(f"a_signed={self.a_signed!r}: use 'auto', True "
                              'or False')
@@ -173,7 +180,36 @@ def plan_layers(model: nn.Module, settings: QuantSettings) -> List[LayerPlan]:
     if not plans:
         raise ValueError('no layer is selected for quantization: check '
                          'layer_types, include/exclude and overrides')
+    if settings.target == 'integer' and not at_relus:
+        plans = sorted(plans + _plan_pools(model, plans, settings),
+                       key=lambda p: order[p.name])
     return plans
+
+
+def _plan_pools(model: nn.Module, plans: List[LayerPlan],
+                settings: QuantSettings) -> List[LayerPlan]:
+    """Input quantizers of the average pools (the integer target): a pool
+    between two quantized layers runs on integers only if its input is
+    quantized too. It gets the activation bits of the next quantized layer
+    in module order (the one its output feeds in a classifier: the head's
+    fc after the neck's pool); overrides may change them."""
+    pools = []
+    order = {n: i for i, (n, _) in enumerate(model.named_modules())}
+    for name, module in model.named_modules():
+        if not isinstance(module, POOL_TYPES):
+            continue
+        after = [p for p in plans if order[p.name] > order[name]
+                 and p.a_bits is not None]
+        if not after:
+            continue
+        plan = LayerPlan(name, type(module).__name__, None, after[0].a_bits)
+        for pattern, value in settings.overrides.items():
+            if fnmatch.fnmatchcase(name, pattern):
+                plan.a_bits = _normalise_override(pattern, value).get(
+                    'a_bits', plan.a_bits)
+        if plan.a_bits is not None:
+            pools.append(plan)
+    return pools
 
 
 ACT_NAMES = tuple(t.__name__ for t in ACT_TYPES)
@@ -223,12 +259,17 @@ def quantize_model(model: nn.Module, settings: QuantSettings
             _set_submodule(model, plan.name,
                            QuantAct(layer, Grid(plan.a_bits, a_kind)))
             continue
+        if isinstance(layer, POOL_TYPES):
+            _set_submodule(model, plan.name,
+                           QuantInput(layer, Grid(plan.a_bits, a_kind)))
+            continue
         qtype = QuantConv2d if isinstance(layer, nn.Conv2d) else QuantLinear
         qlayer = qtype.from_float(
             layer,
             w_grid=Grid(plan.w_bits, settings.w_grid) if plan.w_bits else None,
             a_grid=Grid(plan.a_bits, a_kind) if plan.a_bits else None,
             per_channel=settings.w_per_channel,
-            weight_mean_correction=settings.bias_correction == 'mean')
+            weight_mean_correction=settings.bias_correction == 'mean',
+            int_bias=settings.target == 'integer')
         _set_submodule(model, plan.name, qlayer)
     return plans
