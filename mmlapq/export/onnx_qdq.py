@@ -52,7 +52,8 @@ from ..quant.control import quant_layers
 from ..quant.grids import Grid
 from ..quant.int_weights import (code_range, integer_grid_error,
                                  layer_weight_codes, weight_step)
-from ..quant.qmodules import QuantAct, QuantConv2d, QuantInput
+from ..quant.qmodules import (QuantAct, QuantConv2d, QuantInputMixin,
+                              unquantized_class)
 
 DEFAULT_OPSET = 17  # what torch's TorchScript exporter writes
 INT4_OPSET = 21  # the first with INT4 / UINT4 Q and DQ
@@ -74,6 +75,8 @@ class _Logits(nn.Module):
     def forward(self, x):
         return self.model(x, mode='tensor')
 
+
+_UINT8 = 2  # onnx.TensorProto.UINT8
 
 # UINT8 zero point of an activation grid: 0 for unsigned, the middle of the
 # type for signed, so that x86's u8 x s8 kernels take every input.
@@ -111,6 +114,20 @@ class _FakeQuantize(torch.autograd.Function):
         return g.op('DequantizeLinear', q, scale, zero_point)
 
 
+class _InputQDQ:
+    """An input quantizer as the exporter writes it (QDQ on UINT8)."""
+
+    def __init__(self, quantizer):
+        self.grid = quantizer.grid
+        self.alpha = float(quantizer.alpha)
+        self.zero, self.low, self.high = activation_codes(self.grid)
+        self.scale = float(np.float32(self.grid.step(self.alpha)))
+
+    def __call__(self, x):
+        return _FakeQuantize.apply(x, self.grid, self.alpha, self.scale,
+                                   self.zero, self.low, self.high)
+
+
 class _QuantizeInput(nn.Module):
     """A float layer behind its input quantizer (the twin of a quantized
     layer): what the exporter writes as QDQ -> Conv / Gemm."""
@@ -118,23 +135,26 @@ class _QuantizeInput(nn.Module):
     def __init__(self, layer: nn.Module, quantizer):
         super().__init__()
         self.layer = layer
-        self.grid = quantizer.grid
-        self.alpha = float(quantizer.alpha)
-        self.zero, self.low, self.high = activation_codes(self.grid)
-        self.scale = float(np.float32(self.grid.step(self.alpha)))
+        self.qdq = _InputQDQ(quantizer)
 
     def forward(self, x):
-        x = _FakeQuantize.apply(x, self.grid, self.alpha, self.scale,
-                                self.zero, self.low, self.high)
-        return self.layer(x)
+        return self.layer(self.qdq(x))
+
+
+def _plain_module_with_qdq(module: QuantInputMixin) -> None:
+    """Turn a module with a mixed-in input quantizer back into its own
+    class, with the quantizer as a QDQ pre-hook (in place: its children
+    stay where the other layers of the twin find them)."""
+    qdq = _InputQDQ(module.input_quantizer)
+    module.__class__ = unquantized_class(module)
+    del module.input_quantizer
+    module.register_forward_pre_hook(
+        lambda _, args: (qdq(args[0]), ) + tuple(args[1:]))
 
 
 def _plain_layer(layer: nn.Module) -> nn.Module:
     """A float Conv2d / Linear with the layer's quantized weight and bias,
-    behind the layer's input quantizer if it has one; a quantized pool
-    behind its input quantizer."""
-    if isinstance(layer, QuantInput):
-        return _QuantizeInput(layer.module, layer.input_quantizer)
+    behind the layer's input quantizer if it has one."""
     weight, bias = layer.quantized_weight_and_bias()
     if isinstance(layer, QuantConv2d):
         plain = nn.Conv2d(layer.in_channels, layer.out_channels,
@@ -167,15 +187,17 @@ def float_twin(model: nn.Module) -> Tuple[nn.Module, Dict[str, nn.Module]]:
                           'exported: quantize with act_quant='
                           "'layer_inputs' to export")
     twin = copy.deepcopy(model).eval()
-    layers = quant_layers(twin)
-    for name, layer in layers.items():
+    for name, layer in quant_layers(twin).items():
+        if isinstance(layer, QuantInputMixin):
+            _plain_module_with_qdq(layer)
+            continue
         parent_name, _, child = name.rpartition('.')
         parent = twin.get_submodule(parent_name) if parent_name else twin
         try:
             setattr(parent, child, _plain_layer(layer))
         except ExportError as exc:
             raise ExportError(f'{name}: {exc}') from None
-    return twin, layers
+    return twin, quant_layers(model)
 
 
 def _weight_type(grid: Grid, storage: str) -> int:
@@ -304,10 +326,96 @@ def _bias_after(graph: _Graph, node, name: str) -> None:
         'Add', [node.output[0], added], [out], name=f'{name}/bias/Add'))
 
 
+def _constants_to_initializers(graph: _Graph) -> None:
+    """Constant nodes (the exporter's scales, zero points, clip bounds)
+    as initializers, where the graph rewrites below look them up."""
+    from onnx import numpy_helper
+    for node in [n for n in graph.graph.node if n.op_type == 'Constant']:
+        attr = {a.name: a for a in node.attribute}
+        if 'value' not in attr:
+            continue
+        tensor = attr['value'].t
+        array = numpy_helper.to_array(tensor)
+        graph.graph.node.remove(node)
+        graph.constant(node.output[0], array)
+        graph.initializers[node.output[0]] = graph.graph.initializer[-1]
+
+
+def _value(graph: _Graph, name: str) -> Optional[np.ndarray]:
+    from onnx import numpy_helper
+    tensor = graph.initializers.get(name)
+    return None if tensor is None else numpy_helper.to_array(tensor)
+
+
+def _fold_bounded_relus(graph: _Graph) -> int:
+    """Fold each float ``Clip(x, 0, c)`` (a ReLU6) that feeds only
+    unsigned QuantizeLinears into their code ranges: Q(min(max(x, 0), c))
+    has the codes of Q(x) clipped to 0..round(c / scale), because rounding
+    is monotone and the zero point 0 is the type's minimum. onnxruntime
+    drops such a Clip itself only when the quantizer's whole UINT8 range
+    lies inside it, so a 4-bit grid would otherwise leave a float Clip
+    between each conv and its QuantizeLinear, and the conv in float.
+    Returns the number of Clips folded."""
+    from onnx import helper
+    nodes = list(graph.graph.node)
+    consumers: Dict[str, list] = {}
+    for node in nodes:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    folded = 0
+    for clip in nodes:
+        if clip.op_type != 'Clip' or len(clip.input) != 3:
+            continue
+        low, high = (_value(graph, n) for n in clip.input[1:])
+        readers = consumers.get(clip.output[0], [])
+        if low is None or high is None or low.dtype != np.float32 or \
+                float(low) != 0.0 or not readers or any(
+                    r.op_type != 'QuantizeLinear' or r.input[0] !=
+                    clip.output[0] or _value(graph, r.input[2]) is None or
+                    int(_value(graph, r.input[2])) != 0 for r in readers):
+            continue
+        for q in readers:
+            scale = _value(graph, q.input[1]).astype(np.float32)
+            top = int(np.rint(np.float32(high) / scale))
+            q.input[0] = clip.input[0]
+            after = consumers.get(q.output[0], [])
+            code_clip = after[0] if len(after) == 1 and \
+                after[0].op_type == 'Clip' else None
+            if code_clip is not None:
+                old = int(_value(graph, code_clip.input[2]))
+                code_clip.input[2] = graph.constant(
+                    f'{code_clip.output[0]}_bounded_max',
+                    np.array(min(old, top)), _UINT8)
+            elif top < 255:
+                bounded = f'{q.output[0]}_bounded'
+                for reader in consumers.get(q.output[0], []):
+                    for i, name in enumerate(reader.input):
+                        if name == q.output[0]:
+                            reader.input[i] = bounded
+                zero = graph.constant(f'{bounded}_min', np.array(0),
+                                      _UINT8)
+                top_name = graph.constant(f'{bounded}_max', np.array(top),
+                                          _UINT8)
+                position = list(graph.graph.node).index(q) + 1
+                graph.graph.node.insert(position, helper.make_node(
+                    'Clip', [q.output[0], zero, top_name], [bounded],
+                    name=f'{q.name}/bounded'))
+        graph.graph.node.remove(clip)
+        folded += 1
+    return folded
+
+
+def _remove_unused_initializers(graph: _Graph) -> None:
+    used = {name for node in graph.graph.node for name in node.input}
+    for name in [n for n in graph.initializers if n not in used]:
+        graph.remove_initializer(name)
+
+
 def _input_type(layer) -> str:
     quantizer = layer.input_quantizer
     if quantizer is None:
-        return 'FLOAT'
+        source = getattr(layer, 'input_grid_quantizer', lambda: None)()
+        return 'FLOAT' if source is None else "UINT8 (its block's)"
     zero, low, high = activation_codes(quantizer.grid)
     return f'UINT8 (zero point {zero}, codes {low}..{high})'
 
@@ -354,7 +462,7 @@ def export_qdq(model: nn.Module, example: torch.Tensor, path: str,
                  if n.op_type in ('Conv', 'Gemm') and len(n.input) > 1}
     written = {}
     for name, layer in layers.items():
-        if isinstance(layer, QuantInput):
+        if isinstance(layer, QuantInputMixin):
             written[name] = dict(input=_input_type(layer))
             continue
         inner = '.layer' if layer.input_quantizer is not None else ''
@@ -368,6 +476,9 @@ def export_qdq(model: nn.Module, example: torch.Tensor, path: str,
                                              weight_storage)
         row['bias'] = _quantize_bias(graph, node, name, layer)
         written[name] = row
+    _constants_to_initializers(graph)
+    _fold_bounded_relus(graph)
+    _remove_unused_initializers(graph)
     onnx.checker.check_model(onnx_model, full_check=True)
     atomic_write(path, lambda tmp: onnx.save(onnx_model, tmp))
     return dict(path=path, opset=opset, weight_storage=weight_storage,

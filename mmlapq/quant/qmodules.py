@@ -165,7 +165,7 @@ class QuantLayerMixin:
 
     def state_key(self) -> tuple:
         """Changes whenever this layer's quantized output could change."""
-        wq, aq = self.weight_quantizer, self.input_quantizer
+        wq, aq = self.weight_quantizer, self.input_grid_quantizer()
         shift, codes = self.bias_shift, self.weight_codes
         return (self.quant_enabled, wq.version if wq else 0,
                 aq.version if aq else 0, self.weight._version,
@@ -219,12 +219,25 @@ class QuantLayerMixin:
             self._cache_key = key
         return self._cached
 
+    def set_input_source(self, quantizer: Optional[TensorQuantizer]) -> None:
+        """The quantizer that already quantized this layer's input where the
+        layer has none of its own (the input quantizer of the residual block
+        it starts): the integer bias uses its step. Held as a reference, not
+        a submodule: the block owns it."""
+        self.__dict__['input_source'] = quantizer
+
+    def input_grid_quantizer(self) -> Optional[TensorQuantizer]:
+        """The quantizer whose grid this layer's input is on."""
+        if self.input_quantizer is not None:
+            return self.input_quantizer
+        return self.__dict__.get('input_source')
+
     def bias_step(self) -> Optional[torch.Tensor]:
         """The step of the integer bias, input step x weight step (one per
         output channel), in float32 as a runtime computes it; None when the
         bias stays float (``int_bias`` off, or an input or weight that is
         not on an integer grid)."""
-        wq, aq = self.weight_quantizer, self.input_quantizer
+        wq, aq = self.weight_quantizer, self.input_grid_quantizer()
         if not self.int_bias or wq is None or aq is None or \
                 'midrise' in (wq.grid.kind, aq.grid.kind) or \
                 self.weight_mean_correction:
@@ -338,10 +351,13 @@ class QuantAct(nn.Module):
         return f'a={self.output_quantizer.extra_repr()} (output)'
 
 
-class QuantInput(nn.Module):
-    """A weightless module (average pooling) whose input is fake-quantized:
-    where the integer target needs one more quantized tensor, so that a
-    runtime can run the module and the layers around it on integers.
+class QuantInputMixin:
+    """An input quantizer added to a module that has no weight of its own
+    (an average pool, a residual block, the folded-BN identity at the end of
+    a residual branch): where the integer target needs one more quantized
+    tensor, so that a runtime runs the module and the layers around it on
+    integers. :func:`quantize_module_input` mixes it into the module's own
+    class, so the module keeps its name, its children and its state dict.
 
     Its clip is named ``<module>.input``, initialised and searched like a
     layer's input clip.
@@ -349,12 +365,6 @@ class QuantInput(nn.Module):
 
     act_slot = 'input'
     weight_quantizer = None
-
-    def __init__(self, module: nn.Module, a_grid: Grid):
-        super().__init__()
-        self.module = module
-        self.input_quantizer = TensorQuantizer(a_grid)
-        self.quant_enabled = True
 
     @property
     def act_quantizer(self) -> TensorQuantizer:
@@ -367,15 +377,41 @@ class QuantInput(nn.Module):
     def state_key(self) -> tuple:
         return (self.quant_enabled, self.input_quantizer.version)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *args, **kwargs):
         if self.quant_enabled:
             x = self.input_quantizer(x)
-        return self.module(x)
+        return super().forward(x, *args, **kwargs)
 
     def extra_repr(self) -> str:
-        return f'a={self.input_quantizer.extra_repr()} (input)'
+        inner = super().extra_repr()
+        quant = f'a={self.input_quantizer.extra_repr()} (input)'
+        return f'{inner}, {quant}' if inner else quant
+
+
+_MIXED_CLASSES = {}
+
+
+def quantize_module_input(module: nn.Module, a_grid: Grid) -> nn.Module:
+    """Give ``module`` an input quantizer on ``a_grid`` in place (see
+    :class:`QuantInputMixin`); returns it."""
+    cls = type(module)
+    if isinstance(module, QUANT_LAYER_TYPES):
+        raise ValueError(f'{cls.__name__} is already quantized')
+    if cls not in _MIXED_CLASSES:
+        _MIXED_CLASSES[cls] = type(f'Quant{cls.__name__}',
+                                   (QuantInputMixin, cls), {})
+    module.__class__ = _MIXED_CLASSES[cls]
+    module.input_quantizer = TensorQuantizer(a_grid)
+    module.quant_enabled = True
+    return module
+
+
+def unquantized_class(module: nn.Module) -> type:
+    """The class a module had before :func:`quantize_module_input`."""
+    cls = type(module)
+    return cls.__mro__[2] if isinstance(module, QuantInputMixin) else cls
 
 
 ACT_TYPES = (nn.ReLU, nn.ReLU6)
 POOL_TYPES = (nn.AdaptiveAvgPool2d, nn.AvgPool2d)
-QUANT_LAYER_TYPES = (QuantConv2d, QuantLinear, QuantAct, QuantInput)
+QUANT_LAYER_TYPES = (QuantConv2d, QuantLinear, QuantAct, QuantInputMixin)

@@ -19,7 +19,8 @@ import torch.nn as nn
 from .bn_fold import fold_batch_norms
 from .grids import Grid, check_bits, check_choice, check_type
 from .qmodules import (ACT_TYPES, POOL_TYPES, QUANT_LAYER_TYPES, QuantAct,
-                       QuantConv2d, QuantInput, QuantLinear)
+                       QuantConv2d, QuantLinear, quantize_module_input)
+from .residual import quantize_residual_adds
 
 FLOAT_TYPES = {'Conv2d': nn.Conv2d, 'Linear': nn.Linear}
 ACT_QUANT_PLACES = ('layer_inputs', 'relu_outputs')
@@ -260,8 +261,7 @@ def quantize_model(model: nn.Module, settings: QuantSettings
                            QuantAct(layer, Grid(plan.a_bits, a_kind)))
             continue
         if isinstance(layer, POOL_TYPES):
-            _set_submodule(model, plan.name,
-                           QuantInput(layer, Grid(plan.a_bits, a_kind)))
+            quantize_module_input(layer, Grid(plan.a_bits, a_kind))
             continue
         qtype = QuantConv2d if isinstance(layer, nn.Conv2d) else QuantLinear
         qlayer = qtype.from_float(
@@ -272,4 +272,9 @@ def quantize_model(model: nn.Module, settings: QuantSettings
             weight_mean_correction=settings.bias_correction == 'mean',
             int_bias=settings.target == 'integer')
         _set_submodule(model, plan.name, qlayer)
+    if settings.target == 'integer' and settings.act_quant == 'layer_inputs':
+        added = [LayerPlan(name, kind, None, bits)
+                 for name, kind, bits in quantize_residual_adds(model)]
+        order = {n: i for i, (n, _) in enumerate(model.named_modules())}
+        plans = sorted(plans + added, key=lambda p: order[p.name])
     return plans
