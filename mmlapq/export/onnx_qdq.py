@@ -86,7 +86,7 @@ _SIGNED_ZERO_POINT = 128
 def activation_codes(grid: Grid) -> Tuple[int, int, int]:
     """(zero point, lowest, highest) UINT8 code of an activation grid."""
     low, high = code_range(grid)
-    zero = _SIGNED_ZERO_POINT if grid.kind == 'signed' else 0
+    zero = _SIGNED_ZERO_POINT if grid.qmin < 0 else 0
     if grid.bits > 8:
         raise ExportError(f'{grid.bits}-bit activations have no 8-bit '
                           'integer type: use at most 8 bits')

@@ -14,12 +14,17 @@ Runner = Callable[[np.ndarray], np.ndarray]
 def ort_session(path: str, threads: Optional[int] = None,
                 optimized_path: Optional[str] = None):
     """An onnxruntime CPU session of ``path`` (all graph optimizations);
-    ``optimized_path``: where onnxruntime writes the graph it runs."""
+    ``optimized_path``: where onnxruntime writes the graph it runs. With
+    ``threads``, its worker threads sleep between runs instead of spinning:
+    sessions timed in turns would otherwise take the cores from each
+    other."""
     import onnxruntime as ort
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        options.add_session_config_entry('session.intra_op.allow_spinning',
+                                         '0')
     if optimized_path:
         options.optimized_model_filepath = optimized_path
     options.log_severity_level = 3  # errors only

@@ -107,7 +107,7 @@ class ClipInitializer:
         if aq is None:
             return
         if self.auto_sign:
-            kind = 'signed' if hist.has_negative else 'unsigned'
+            kind = aq.signed_kind if hist.has_negative else 'unsigned'
             aq.set_grid(Grid(aq.bits, kind))
         s = self.settings
         aq.set_alpha(activation_clip(hist, aq.grid, s.method, p, s.percentile,

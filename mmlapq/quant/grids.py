@@ -8,6 +8,10 @@ Three kinds (shared/docs/LAPQ.md section 2), each defined by a clip ``alpha``:
   evenly over [-alpha, alpha] with step ``2*alpha / (2^b-1)``; no exact zero.
 - ``unsigned``: 0 .. 2^b-1 times ``alpha / (2^b-1)``, for inputs that are never
   negative (after ReLU).
+- ``signed_full``: the ``signed`` grid's step with the whole two's-complement
+  range, -2^(b-1) .. 2^(b-1)-1: how the integer target quantizes signed
+  activations, so that an 8-bit one fills its integer type and runtimes need
+  no clip of the codes.
 
 Rounding is ``torch.round`` (ties to even) of ``x / step``: a division, as
 ONNX QuantizeLinear computes it, everywhere (activations, per-tensor and
@@ -21,7 +25,7 @@ from typing import Union
 import torch
 
 MIN_BITS, MAX_BITS = 2, 16
-GRID_KINDS = ('signed', 'midrise', 'unsigned')
+GRID_KINDS = ('signed', 'midrise', 'unsigned', 'signed_full')
 Alpha = Union[float, torch.Tensor]
 
 
@@ -79,9 +83,15 @@ class Grid:
     @property
     def qmax(self) -> int:
         """Largest integer level (signed and unsigned grids)."""
-        if self.kind == 'signed':
+        if self.kind in ('signed', 'signed_full'):
             return 2**(self.bits - 1) - 1
         return 2**self.bits - 1
+
+    @property
+    def qmin(self) -> int:
+        """Lowest integer level (signed and unsigned grids)."""
+        return {'signed': -self.qmax, 'signed_full': -self.qmax - 1}.get(
+            self.kind, 0)
 
     @property
     def two_sided(self) -> bool:
@@ -89,6 +99,8 @@ class Grid:
 
     def step(self, alpha: Alpha) -> Alpha:
         span = 2 * alpha if self.two_sided else alpha
+        if self.kind == 'signed_full':  # the signed grid's step, exactly
+            return span / (2 * self.qmax)
         return span / self.num_steps
 
     def quantize(self, x: torch.Tensor, alpha: Alpha) -> torch.Tensor:
@@ -101,19 +113,18 @@ class Grid:
         if self.kind == 'midrise':
             q = torch.round(torch.clamp((x + alpha) / step, 0, self.num_steps))
             return q * step - alpha
-        low = -self.qmax if self.kind == 'signed' else 0
         q = torch.round(x / step)
-        return q.clamp_(low, self.qmax).mul_(step)
+        return q.clamp_(self.qmin, self.qmax).mul_(step)
 
     def to_codes(self, x: torch.Tensor, alpha: Alpha) -> torch.Tensor:
-        """The integer level of each value (as floats): -qmax..qmax for
-        ``signed``, 0..num_steps for ``midrise`` and ``unsigned``."""
+        """The integer level of each value (as floats): qmin..qmax for
+        ``signed``, ``signed_full`` and ``unsigned``, 0..num_steps for
+        ``midrise``."""
         step = self.step(alpha)
         if self.kind == 'midrise':
             return torch.round(torch.clamp((x + alpha) / step, 0,
                                            self.num_steps))
-        low = -self.qmax if self.kind == 'signed' else 0
-        return torch.clamp(torch.round(x / step), low, self.qmax)
+        return torch.clamp(torch.round(x / step), self.qmin, self.qmax)
 
     def from_codes(self, codes: torch.Tensor, alpha: Alpha) -> torch.Tensor:
         """Values of integer levels at clip ``alpha``: ``quantize(x, a) ==
@@ -124,7 +135,7 @@ class Grid:
     def levels(self, alpha: float) -> torch.Tensor:
         """All representable values for clip ``alpha`` (for tests, plots)."""
         n = torch.arange(self.num_steps + 1, dtype=torch.float64)
-        if self.kind == 'signed':
-            n = n - self.qmax
+        if self.kind != 'midrise':
+            n = n + self.qmin
         step = self.step(alpha)
         return n * step - (alpha if self.kind == 'midrise' else 0.0)

@@ -28,7 +28,7 @@ def integer_grid_error(grid: Grid) -> str:
 
 def code_range(grid: Grid) -> tuple:
     """(lowest, highest) integer code of ``grid``."""
-    return (-grid.qmax if grid.kind == 'signed' else 0, grid.qmax)
+    return (grid.qmin, grid.qmax)
 
 
 def weight_step(layer: nn.Module) -> torch.Tensor:

@@ -33,6 +33,9 @@ class TensorQuantizer(nn.Module):
         super().__init__()
         self.grid = grid
         self.channel_axis = channel_axis
+        # The grid kind an input seen negative gets ('signed', or
+        # 'signed_full' for the integer target's activations).
+        self.signed_kind = 'signed'
         self.register_buffer('alpha', torch.tensor(float('nan')),
                              persistent=False)
         self._alpha_float: Optional[float] = None

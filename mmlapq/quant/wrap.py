@@ -277,4 +277,17 @@ def quantize_model(model: nn.Module, settings: QuantSettings
                  for name, kind, bits in quantize_residual_adds(model)]
         order = {n: i for i, (n, _) in enumerate(model.named_modules())}
         plans = sorted(plans + added, key=lambda p: order[p.name])
+        _full_range_signed_activations(model)
     return plans
+
+
+def _full_range_signed_activations(model: nn.Module) -> None:
+    """Signed activations of the integer target use the whole integer
+    range (grid 'signed_full'), as runtimes store them."""
+    for layer in model.modules():
+        if isinstance(layer, QUANT_LAYER_TYPES) and \
+                layer.act_quantizer is not None:
+            quantizer = layer.act_quantizer
+            quantizer.signed_kind = 'signed_full'
+            if quantizer.grid.kind == 'signed':
+                quantizer.set_grid(Grid(quantizer.bits, 'signed_full'))
