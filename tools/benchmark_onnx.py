@@ -1,43 +1,115 @@
-"""Size and onnxruntime CPU latency of exported models, on one batch of the
-config's test set (same batch, same threads, median of several runs).
+"""Latency and top-1 of exported models next to the float model and the
+runtimes' own int8 quantizers, timed in turns in one process.
 
-    python tools/benchmark_onnx.py CONFIG fp32.onnx w8a8.onnx w4a4.onnx
-        [--batch-size 64] [--threads 2] [--runs 20]
+    python tools/benchmark_onnx.py CONFIG LABEL=FILE.onnx [LABEL=FILE ...]
+        [--checkpoint FLOAT.pth] [--batch-sizes 1 64] [--threads 2]
+        [--rounds 30] [--calib-images 512] [--test-images N]
+        [--no-openvino] [--out DIR]
+
+Exports the config's float model (load_from, or --checkpoint) to ONNX, makes
+onnxruntime's own int8 model of it (quantize_static: MinMax, per-channel INT8
+weights, UINT8 activations, 512 calibration images of the train split,
+seed 0), then times every model at each batch size in turns (FP32, int8,
+yours, FP32, ...) and measures top-1 on the test set. With OpenVINO
+installed, the same again in OpenVINO, with NNCF's int8 model when NNCF is
+installed, and the precisions of the kernels OpenVINO runs. Prints a
+markdown table; writes DIR/benchmark_onnx.json and .md (default
+work_dirs/benchmark_onnx/<config name>).
 """
 import argparse
+import json
+import os.path as osp
 import sys
+
+from mmengine.config import DictAction
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('config')
-    p.add_argument('onnx', nargs='+')
-    p.add_argument('--batch-size', type=int, default=64)
+    p.add_argument('models', nargs='+', metavar='LABEL=FILE',
+                   help='exported models, e.g. w4a4=work_dirs/x/'
+                   'lapq_quantized.onnx')
+    p.add_argument('--checkpoint', help='float checkpoint (default: '
+                   'load_from of the config)')
+    p.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 64])
     p.add_argument('--threads', type=int, default=2)
-    p.add_argument('--runs', type=int, default=20)
+    p.add_argument('--rounds', type=int, default=30)
+    p.add_argument('--calib-images', type=int, default=512)
+    p.add_argument('--test-images', type=int, help='first N test images '
+                   'for top-1 (default all)')
+    p.add_argument('--no-openvino', action='store_true')
+    p.add_argument('--out', help='output folder')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction)
     return p.parse_args(argv)
+
+
+def markdown(result: dict) -> str:
+    sizes = result['batch_sizes']
+    head = '| runtime | model | top-1 | ' + ' | '.join(
+        f'batch {b}: ms, x FP32, x int8' for b in sizes) + ' |'
+    lines = [head, '|---' * (3 + len(sizes)) + '|']
+    for row in result['rows']:
+        cells = []
+        for b in sizes:
+            vs_int8 = row[f'b{b}_vs_int8']
+            cells.append(f"{row[f'b{b}_ms']:.2f}, "
+                         f"{row[f'b{b}_vs_fp32']:.2f}, "
+                         + ('-' if vs_int8 is None else f'{vs_int8:.2f}'))
+        lines.append(f"| {row['runtime']} | {row['model']} | "
+                     f"{row['top1']:.2f} | " + ' | '.join(cells) + ' |')
+    lines.append(f"\n{result['threads']} threads, median of "
+                 f"{result['rounds']} rounds in turns; x FP32: median of the "
+                 "per-round ratios; top-1 on "
+                 f"{result['test_images']} test images.")
+    for row in result['rows']:
+        if row.get('kernels'):
+            lines.append(f"OpenVINO kernels of {row['model']}: "
+                         + ', '.join(f'{k} x{v}' for k, v in
+                                     sorted(row['kernels'].items())))
+    return '\n'.join(lines)
 
 
 def main(argv=None) -> int:
     import mmlapq  # noqa: F401
     from mmlapq.engine import LAPQError
     from mmlapq.engine.config import load_config
-    from mmlapq.engine.export import latency_table
+    from mmlapq.engine.export import runtime_benchmark
+    from mmlapq.fileio import atomic_write
     args = parse_args(argv)
+    models = {}
+    for item in args.models:
+        label, sep, path = item.partition('=')
+        if not sep or not label or not path:
+            print(f'error: {item!r} is not LABEL=FILE.onnx: name each '
+                  'model, e.g. w4a4=work_dirs/x/lapq_quantized.onnx',
+                  file=sys.stderr)
+            return 2
+        models[label] = path
+    name = osp.splitext(osp.basename(args.config))[0]
+    out = args.out or osp.join('work_dirs', 'benchmark_onnx', name)
     try:
-        rows = latency_table(load_config(args.config), args.onnx,
-                             args.batch_size, args.threads, args.runs)
+        cfg = load_config(args.config, args.cfg_options)
+        result = runtime_benchmark(
+            cfg, models, out, args.checkpoint, args.batch_sizes,
+            args.threads, args.rounds, args.calib_images, args.test_images,
+            openvino=not args.no_openvino,
+            log=lambda m: print(m, file=sys.stderr))
     except LAPQError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
-    print(f'| model | MB | ms per batch of {args.batch_size} (median) | '
-          f'min | max |')
-    print('|---|---|---|---|---|')
-    for r in rows:
-        print(f"| {r['file']} | {r['mb']:.2f} | {1000 * r['median_s']:.1f} "
-              f"| {1000 * r['min_s']:.1f} | {1000 * r['max_s']:.1f} |")
-    print(f"onnxruntime, {args.threads} threads, {args.runs} runs each")
+    table = markdown(result)
+    print(table)
+    for ext, text in (('md', table + '\n'),
+                      ('json', json.dumps(result, indent=1))):
+        atomic_write(osp.join(out, f'benchmark_onnx.{ext}'),
+                     lambda tmp, text=text: _write(tmp, text))
     return 0
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, 'w') as f:
+        f.write(text)
 
 
 if __name__ == '__main__':

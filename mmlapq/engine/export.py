@@ -1,8 +1,7 @@
 """Export a model of a config to ONNX (QDQ for a quantized checkpoint), and
 check the result in onnxruntime against the PyTorch model on the config's
 test set. What ``tools/export.py`` does after parsing its arguments."""
-import time
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import numpy as np
 import torch
@@ -75,14 +74,8 @@ def export_onnx(cfg, checkpoint: str, out: str, opset: Optional[int] = None,
 
 
 def ort_session(path: str, threads: Optional[int] = None):
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    options.log_severity_level = 3  # warnings only
-    return ort.InferenceSession(path, options,
-                                providers=['CPUExecutionProvider'])
+    from ..export.runtimes import ort_session as session
+    return session(path, threads)
 
 
 @torch.no_grad()
@@ -122,41 +115,96 @@ def compare_with_onnxruntime(cfg, checkpoint: str, onnx_path: str,
                 max_abs_logit_diff=max_diff)
 
 
-def ort_latency(path: str, batch: np.ndarray, threads: int,
-                runs: int = 20, warmup: int = 3) -> Dict[str, float]:
-    """Median and spread of onnxruntime's CPU seconds per batch."""
-    session = ort_session(path, threads)
-    for _ in range(warmup):
-        session.run(None, {'input': batch})
-    times: List[float] = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        session.run(None, {'input': batch})
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return dict(median_s=times[len(times) // 2], min_s=times[0],
-                max_s=times[-1], runs=runs, threads=threads,
-                batch=int(batch.shape[0]))
+def test_arrays(cfg, model: nn.Module, num_images: Optional[int] = None,
+                batch_size: int = 500):
+    """The config's test set after the model's data preprocessor, as
+    (float32 NCHW images, int64 labels) numpy batches."""
+    batches = []
+    with torch.no_grad():
+        for batch in test_loader(cfg, batch_size, num_images):
+            data = model.data_preprocessor(batch, False)
+            labels = torch.cat([s.gt_label.label
+                                for s in data['data_samples']])
+            batches.append((data['inputs'].numpy(), labels.numpy()))
+    return batches
 
 
-def latency_table(cfg, paths: List[str], batch_size: int, threads: int,
-                  runs: int) -> List[Dict[str, object]]:
-    """Size and onnxruntime CPU latency per batch of each ONNX file, on
-    one batch of the config's test set (the same batch for all)."""
+def runtime_benchmark(cfg, models: Dict[str, str], out_dir: str,
+                      checkpoint: Optional[str] = None,
+                      batch_sizes=(1, 64), threads: int = 2,
+                      rounds: int = 30, calib_images: int = 512,
+                      test_images: Optional[int] = None,
+                      openvino: bool = True, log=print) -> dict:
+    """Latency and top-1 of the float model, onnxruntime's own int8
+    (``quantize_static`` on the same FP32 ONNX, made here), and the exported
+    ``models`` {label: ONNX path}, in onnxruntime and (when installed)
+    OpenVINO, timed in turns in this process (see
+    ``mmlapq.export.runtimes``)."""
+    import os
     import os.path as osp
 
-    from mmengine.registry import MODELS, init_default_scope
-    init_default_scope(cfg.get('default_scope', 'mmcls'))
-    model_cfg = dict(cfg.model)
-    model_cfg.setdefault('data_preprocessor', cfg.get('data_preprocessor'))
-    preprocessor = MODELS.build(model_cfg).data_preprocessor
-    batch = next(iter(test_loader(cfg, batch_size)))
-    x = preprocessor(batch, False)['inputs'].numpy()
-    rows = []
-    for path in paths:
+    from ..export import runtimes
+    from .calibration import build_calibration_set
+    for label, path in models.items():
         if not osp.isfile(path):
-            raise LAPQError(f'ONNX file {path} does not exist: write it with '
-                            'tools/export.py')
-        rows.append(dict(file=path, mb=osp.getsize(path) / 1e6,
-                         **ort_latency(path, x, threads, runs)))
-    return rows
+            raise LAPQError(f'{label}: ONNX file {path} does not exist: '
+                            'write it with tools/export.py')
+    checkpoint = checkpoint or cfg.get('load_from')
+    if not checkpoint:
+        raise LAPQError('no float checkpoint: pass --checkpoint or set '
+                        'load_from in the config')
+    os.makedirs(out_dir, exist_ok=True)
+    fp32 = osp.join(out_dir, 'fp32.onnx')
+    export_onnx(cfg, checkpoint, fp32)
+    model = build_model(cfg, checkpoint)
+    calib, _ = build_calibration_set(cfg, model, calib_images, 0, 64)
+    calib_x = torch.cat(calib.inputs).numpy()
+    log(f'onnxruntime quantize_static on {len(calib_x)} calibration images')
+    ort_int8 = runtimes.ort_quantize_static(
+        fp32, osp.join(out_dir, 'ort_int8.onnx'), calib_x)
+    files = {'FP32': fp32, 'onnxruntime int8': ort_int8, **models}
+    runners = {'onnxruntime': {k: runtimes.ort_runner(v, threads)
+                               for k, v in files.items()}}
+    if openvino and runtimes.openvino_available():
+        ov_files = {'FP32': fp32}
+        try:
+            ov_files['NNCF int8'] = runtimes.nncf_quantize(
+                fp32, osp.join(out_dir, 'nncf_int8.xml'), calib_x)
+        except ImportError:
+            log('NNCF is not installed: no NNCF int8 row')
+        ov_files.update(models)
+        runners['openvino'] = {k: runtimes.openvino_runner(v, threads)
+                               for k, v in ov_files.items()}
+    test = test_arrays(cfg, model, test_images)
+    rows = []
+    reference = {'onnxruntime': 'onnxruntime int8', 'openvino': 'NNCF int8'}
+    for runtime, group in runners.items():
+        log(f'{runtime}: top-1 on {sum(len(y) for _, y in test)} images')
+        accuracy = {k: runtimes.top1(run, test)['top1']
+                    for k, run in group.items()}
+        latency = {}
+        for batch_size in batch_sizes:
+            x = np.concatenate([x for x, _ in test])[:batch_size]
+            log(f'{runtime}: batch {batch_size}, {rounds} rounds in turns')
+            latency[batch_size] = runtimes.interleaved_latency(
+                group, np.ascontiguousarray(x), rounds)
+        for label in group:
+            row = dict(runtime=runtime, model=label, top1=accuracy[label])
+            for batch_size, times in latency.items():
+                ref = times.get(reference[runtime])
+                row[f'b{batch_size}_ms'] = 1000 * times[label]['median_s']
+                row[f'b{batch_size}_vs_fp32'] = times[label][
+                    'ratio_to_first']
+                row[f'b{batch_size}_vs_int8'] = None if ref is None else \
+                    times[label]['median_s'] / ref['median_s']
+            rows.append(row)
+    if 'openvino' in runners:
+        for label, path in files.items():
+            if label in runners['openvino']:
+                precisions = runtimes.openvino_int8_layers(path, threads)
+                for row in rows:
+                    if row['runtime'] == 'openvino' and row['model'] == label:
+                        row['kernels'] = precisions
+    return dict(rows=rows, threads=threads, rounds=rounds,
+                batch_sizes=list(batch_sizes), calib_images=len(calib_x),
+                test_images=sum(len(y) for _, y in test))

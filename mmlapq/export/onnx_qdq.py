@@ -3,10 +3,11 @@ fuse into integer kernels.
 
 How: the quantized model's float twin is exported with torch's TorchScript
 exporter. In the twin each quantized layer is a plain Conv2d / Linear that
-holds its quantized weight and bias, behind a fake-quantizer of its input
-that the exporter writes as ``QuantizeLinear -> [Clip] ->
-DequantizeLinear`` (:class:`_QuantizeInput`). The initializers keep the
-parameters' names; then, per quantized layer, found by its weight's name:
+holds its quantized weight and bias, and every input quantizer (of a layer,
+a pool, a residual block or branch) is a pre-hook that the exporter writes
+as ``QuantizeLinear -> [Clip] -> DequantizeLinear`` (:class:`_FakeQuantize`).
+The initializers keep the parameters' names; then, per quantized layer,
+found by its weight's name:
 
 - the weight becomes an integer initializer of its codes, followed by a
   ``DequantizeLinear`` with the grid step as scale (per output channel with
@@ -128,28 +129,21 @@ class _InputQDQ:
                                    self.zero, self.low, self.high)
 
 
-class _QuantizeInput(nn.Module):
-    """A float layer behind its input quantizer (the twin of a quantized
-    layer): what the exporter writes as QDQ -> Conv / Gemm."""
-
-    def __init__(self, layer: nn.Module, quantizer):
-        super().__init__()
-        self.layer = layer
-        self.qdq = _InputQDQ(quantizer)
-
-    def forward(self, x):
-        return self.layer(self.qdq(x))
+def _quantize_input_on_export(module: nn.Module, quantizer) -> None:
+    """Make ``module`` apply ``quantizer`` to its first input as QDQ."""
+    qdq = _InputQDQ(quantizer)
+    module.register_forward_pre_hook(
+        lambda _, args: (qdq(args[0]), ) + tuple(args[1:]))
 
 
 def _plain_module_with_qdq(module: QuantInputMixin) -> None:
     """Turn a module with a mixed-in input quantizer back into its own
     class, with the quantizer as a QDQ pre-hook (in place: its children
     stay where the other layers of the twin find them)."""
-    qdq = _InputQDQ(module.input_quantizer)
+    quantizer = module.input_quantizer
     module.__class__ = unquantized_class(module)
     del module.input_quantizer
-    module.register_forward_pre_hook(
-        lambda _, args: (qdq(args[0]), ) + tuple(args[1:]))
+    _quantize_input_on_export(module, quantizer)
 
 
 def _plain_layer(layer: nn.Module) -> nn.Module:
@@ -169,13 +163,13 @@ def _plain_layer(layer: nn.Module) -> nn.Module:
         plain.bias = nn.Parameter(bias.detach().clone())
     plain = plain.to(weight.device)
     quantizer = layer.input_quantizer
-    if quantizer is None:
-        return plain
-    if quantizer.grid.kind == 'midrise':
-        raise ExportError('the input grid is midrise, which has no level at '
-                          'zero: quantize inputs on a signed or unsigned '
-                          'grid')
-    return _QuantizeInput(plain, quantizer)
+    if quantizer is not None:
+        if quantizer.grid.kind == 'midrise':
+            raise ExportError('the input grid is midrise, which has no level '
+                              'at zero: quantize inputs on a signed or '
+                              'unsigned grid')
+        _quantize_input_on_export(plain, quantizer)
+    return plain
 
 
 def float_twin(model: nn.Module) -> Tuple[nn.Module, Dict[str, nn.Module]]:
@@ -465,8 +459,7 @@ def export_qdq(model: nn.Module, example: torch.Tensor, path: str,
         if isinstance(layer, QuantInputMixin):
             written[name] = dict(input=_input_type(layer))
             continue
-        inner = '.layer' if layer.input_quantizer is not None else ''
-        node = consumers.get(f'{_PREFIX}{name}{inner}.weight')
+        node = consumers.get(f'{_PREFIX}{name}.weight')
         if node is None:
             raise ExportError(f'{name}: no Conv or Gemm node reads its '
                               'weight in the exported graph')

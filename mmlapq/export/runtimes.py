@@ -32,6 +32,25 @@ def ort_session(path: str, threads: Optional[int] = None,
                                 providers=['CPUExecutionProvider'])
 
 
+FLOAT_KERNELS = ('Conv', 'FusedConv', 'NchwcConv', 'Gemm', 'FusedGemm',
+                 'MatMul', 'FusedMatMul')
+
+
+def optimized_ops(path: str, work_dir: str) -> Dict[str, object]:
+    """The graph onnxruntime runs for ``path`` (all optimizations, this
+    CPU): the count of each op type, and the names of the convolutions and
+    matrix products left in floating point."""
+    import onnx
+    optimized = os.path.join(work_dir, 'optimized.onnx')
+    ort_session(path, optimized_path=optimized)
+    nodes = onnx.load(optimized).graph.node
+    counts: Dict[str, int] = {}
+    for node in nodes:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(counts=counts, float_layers=[
+        n.name for n in nodes if n.op_type in FLOAT_KERNELS])
+
+
 def ort_runner(path: str, threads: Optional[int] = None) -> Runner:
     session = ort_session(path, threads)
     name = session.get_inputs()[0].name
@@ -49,7 +68,9 @@ def openvino_available() -> bool:
 def openvino_compiled(path: str, threads: Optional[int] = None):
     """An OpenVINO CPU model of the ONNX (or IR) file ``path``."""
     import openvino as ov
-    config = {'PERFORMANCE_HINT': 'LATENCY'}
+    # f32: on CPUs with AMX or AVX512-BF16, OpenVINO would otherwise run
+    # the float parts (pools, requantization, FP32 models) in bfloat16.
+    config = {'PERFORMANCE_HINT': 'LATENCY', 'INFERENCE_PRECISION_HINT': 'f32'}
     if threads:
         config['INFERENCE_NUM_THREADS'] = threads
     return ov.Core().compile_model(path, 'CPU', config)
@@ -73,10 +94,10 @@ def openvino_int8_layers(path: str, threads: Optional[int] = None
     counts: Dict[str, int] = {}
     for op in compiled.get_runtime_model().get_ordered_ops():
         info = op.get_rt_info()
-        layer = str(info['layerType']) if 'layerType' in info else ''
+        layer = info['layerType'].astype(str) if 'layerType' in info else ''
         if layer in ('Convolution', 'FullyConnected', 'MatMul',
                      'GroupConvolution'):
-            precision = str(info['runtimePrecision']) \
+            precision = info['runtimePrecision'].astype(str) \
                 if 'runtimePrecision' in info else '?'
             key = f'{layer}:{precision}'
             counts[key] = counts.get(key, 0) + 1

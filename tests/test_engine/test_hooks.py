@@ -32,8 +32,9 @@ def test_the_stages_fill_the_run_state(finished):
     assert state.calib is None  # freed after the search
     assert state.calib_record['num_images'] == 16
     assert state.calib_record['holdout_images'] == 8
+    # The neck's pool: quantized inputs of the integer target.
     assert [p.name for p in state.plans] == [
-        'backbone.layers.0', 'backbone.layers.3', 'head.fc']
+        'backbone.layers.0', 'backbone.layers.3', 'neck.gap', 'head.fc']
     assert state.result.search.func_evals == 6
     assert state.init_metrics is not None  # evaluate_init=True
     assert state.quantized_metrics == metrics

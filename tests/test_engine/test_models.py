@@ -51,4 +51,7 @@ def test_mobilenet_depthwise_convs_are_quantized_per_channel():
                  and m.groups == m.in_channels > 1]
     assert len(depthwise) == 17
     assert all(m.weight_quantizer.channel_axis == 0 for m in depthwise)
-    assert len(plans) == 53  # 52 convs + the FC head
+    # 52 convs + the FC head; the integer target adds the neck's pool and,
+    # for each of the 10 residual blocks, its input and its branch's end.
+    assert sum(p.type in ('Conv2d', 'Linear') for p in plans) == 53
+    assert len(plans) == 53 + 1 + 2 * 10

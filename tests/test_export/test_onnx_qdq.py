@@ -51,49 +51,71 @@ def types(path):
     return {t.name: t.data_type for t in graph.initializer}
 
 
+def integer_kernels(path, tmp_path):
+    from mmlapq.export.runtimes import optimized_ops
+    return optimized_ops(path, str(tmp_path))
+
+
 @pytest.mark.parametrize('w_bits, a_bits', [(8, 8), (4, 4), (2, 4)])
 def test_same_predictions_in_onnxruntime(tmp_path, w_bits, a_bits):
     model = quantized_toy(tmp_path, w_bits, a_bits)
     path = str(tmp_path / 'toy.onnx')
     info = export_qdq(model, images(2), path)
     middle = 'backbone.layers.3'
-    want = 'INT4' if w_bits <= 4 else 'INT8'
-    assert info['layers'][middle] == dict(weight=want, input='UINT8')
-    assert info['layers']['backbone.layers.0']['weight'] == 'INT8'
+    row = info['layers'][middle]
+    assert row['weight'] == 'INT8' and row['bias'] == 'INT32'
+    assert row['input'].startswith('UINT8')
     stored = types(path)
-    assert stored[f'model.{middle}.weight_quantized'] == getattr(
-        TensorProto, want)
-    assert not any(t == TensorProto.FLOAT and name.endswith('.weight')
-                   for name, t in stored.items())  # no float weights left
+    assert stored[f'model.{middle}.weight_quantized'] == TensorProto.INT8
+    assert stored[f'model.{middle}.bias_quantized'] == TensorProto.INT32
+    assert not any(t == TensorProto.FLOAT and name.endswith(
+        ('.weight', '.bias')) for name, t in stored.items())
     ref, out = run_both(model, path, images())
     assert (ref.argmax(1) == out.argmax(1)).all()
     assert np.abs(out - ref).max() < 1e-4
+    # Every quantized layer runs an integer kernel in onnxruntime.
+    ops = integer_kernels(path, tmp_path)
+    assert ops['float_layers'] == []
+    assert ops['counts'].get('QLinearConv') == 2
+    assert ops['counts'].get('QGemm') == 1
 
 
-def test_weights_decode_to_the_layer_codes(tmp_path):
+def test_weights_and_biases_decode_to_the_layer_codes(tmp_path):
     model = quantized_toy(tmp_path, 4, 4)
     path = str(tmp_path / 'toy.onnx')
     export_qdq(model, images(2), path)
     graph = onnx.load(path).graph
-    stored = {t.name: t for t in graph.initializer}
+    stored = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     layer = model.backbone.layers[3]
-    codes = numpy_helper.to_array(
-        stored['model.backbone.layers.3.weight_quantized'])
+    codes = stored['model.backbone.layers.3.weight_quantized']
     assert np.array_equal(codes.astype(np.int64),
                           layer_weight_codes(layer).numpy())
+    _, bias = layer.quantized_weight_and_bias()
+    step = layer.bias_step()
+    bias_codes = stored['model.backbone.layers.3.bias_quantized']
+    np.testing.assert_array_equal(
+        bias_codes.astype(np.float32) * step.numpy(), bias.numpy())
+    np.testing.assert_array_equal(
+        stored['model.backbone.layers.3.bias_scale'], step.numpy())
 
 
-def test_older_opsets_store_int8_and_per_channel_scales(tmp_path):
+def test_int4_storage_halves_the_weights_at_opset_21(tmp_path):
     model = quantized_toy(tmp_path, 4, 4, w_per_channel=True)
-    path = str(tmp_path / 'toy17.onnx')
-    info = export_qdq(model, images(2), path, opset=17)
-    assert info['layers']['backbone.layers.3']['weight'] == 'INT8'
+    path = str(tmp_path / 'toy21.onnx')
+    info = export_qdq(model, images(2), path, weight_storage='int4')
+    assert info['opset'] == 21
+    assert info['layers']['backbone.layers.3']['weight'] == 'INT4'
     dq = [n for n in onnx.load(path).graph.node
           if n.name == 'backbone.layers.3/weight/DequantizeLinear'][0]
     assert [a.i for a in dq.attribute if a.name == 'axis'] == [0]
     ref, out = run_both(model, path, images())
     assert (ref.argmax(1) == out.argmax(1)).all()
     assert np.abs(out - ref).max() < 1e-4
+    # The price: no runtime has a 4-bit conv kernel.
+    assert integer_kernels(path, tmp_path)['float_layers']
+    with pytest.raises(ExportError, match='INT4 weights need opset 21'):
+        export_qdq(model, images(2), str(tmp_path / 'x.onnx'), opset=17,
+                   weight_storage='int4')
 
 
 class OneConv(nn.Module):
@@ -143,8 +165,9 @@ def test_int4_per_channel_depthwise_at_opset_21(tmp_path):
                  torch.tensor([0.5, 0.8, 1.0]))
     model.conv.input_quantizer.set_alpha(2.0)
     path = str(tmp_path / 'dw.onnx')
-    info = export_qdq(model, torch.zeros(1, 3, 5, 5), path, opset=21)
-    assert info['layers']['conv'] == dict(weight='INT4', input='UINT8')
+    info = export_qdq(model, torch.zeros(1, 3, 5, 5), path,
+                      weight_storage='int4')
+    assert info['layers']['conv']['weight'] == 'INT4'
     graph = onnx.load(path).graph
     stored = {t.name: t for t in graph.initializer}
     weight = stored['model.conv.weight_quantized']
@@ -173,16 +196,41 @@ def test_grids_qdq_cannot_express_are_refused(tmp_path):
         export_qdq(model, images(2), str(tmp_path / 'r.onnx'))
 
 
-def test_latency_table_measures_each_file(tmp_path):
-    from mmlapq.engine import LAPQError
-    from mmlapq.engine.export import latency_table
-    model = quantized_toy(tmp_path, 4, 4)
-    path = str(tmp_path / 'toy.onnx')
-    export_qdq(model, images(2), path)
-    cfg = toy_config(str(tmp_path))
-    rows = latency_table(cfg, [path], batch_size=4, threads=1, runs=3)
-    assert rows[0]['batch'] == 4 and rows[0]['runs'] == 3
-    assert 0 < rows[0]['min_s'] <= rows[0]['median_s'] <= rows[0]['max_s']
-    assert rows[0]['mb'] > 0
-    with pytest.raises(LAPQError, match='does not exist'):
-        latency_table(cfg, [str(tmp_path / 'none.onnx')], 4, 1, 1)
+def test_interleaved_latency_takes_turns():
+    from mmlapq.export.runtimes import interleaved_latency
+    calls = []
+
+    def runner(name):
+        return lambda x: calls.append(name)
+
+    times = interleaved_latency({'a': runner('a'), 'b': runner('b')},
+                                np.zeros(1), rounds=4, warmup=1)
+    assert calls == ['a', 'b'] * 5
+    assert times['a']['ratio_to_first'] == 1.0
+    for row in times.values():
+        assert 0 < row['min_s'] <= row['median_s'] <= row['max_s']
+
+
+def test_onnxruntime_quantize_static_is_the_baseline(tmp_path):
+    """The user's alternative, made from the same float model: its convs
+    and its Gemm run onnxruntime's integer kernels too."""
+    from mmlapq.export.runtimes import ort_quantize_static, top1
+    init_default_scope('mmcls')
+    torch.manual_seed(0)
+    model = MODELS.build(toy_config(str(tmp_path)).model).eval()
+    fp32 = str(tmp_path / 'fp32.onnx')
+    export_qdq(model, images(2), fp32)
+    int8 = ort_quantize_static(fp32, str(tmp_path / 'int8.onnx'),
+                               images(32).numpy(), batch_size=8)
+    assert not [p for p in tmp_path.iterdir() if 'prepared' in p.name]
+    ops = integer_kernels(int8, tmp_path)
+    assert ops['float_layers'] == [] and ops['counts']['QLinearConv'] == 2
+    x = images(16).numpy()
+    labels = model(torch.from_numpy(x), mode='tensor').argmax(1).numpy()
+    result = top1(ort_runner_of(fp32), [(x, labels)], batch_size=5)
+    assert result['top1'] == 100.0  # the float model agrees with itself
+
+
+def ort_runner_of(path):
+    from mmlapq.export.runtimes import ort_runner
+    return ort_runner(path, threads=1)

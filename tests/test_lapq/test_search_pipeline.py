@@ -158,7 +158,8 @@ def test_independent_init_and_signed_inputs():
     _, obj = quantized_toy()
     clips = ClipInitializer(obj, InitSettings(mode='independent', p=2.0))()
     first_input = obj.quantizers['0.input']
-    assert first_input.grid.kind == 'signed'  # raw inputs go negative
+    # raw inputs go negative: the integer target's full signed range
+    assert first_input.grid.kind == 'signed_full'
     assert obj.quantizers['3.input'].grid.kind == 'unsigned'  # after ReLU
     assert all(bool((c > 0).all()) for c in clips.values())
 
@@ -206,8 +207,11 @@ class Branchy(torch.nn.Module):
 def test_sequential_init_on_a_branch_sees_quantized_upstream_layers():
     from mmlapq.quant import AbsHistogram, activation_clip
     model = Branchy()
+    # fake_quant: float biases, where the float and the quantized upstream
+    # give clips far enough apart for the last check to mean something.
     quantize_model(model, QuantSettings(w_bits=2, a_bits=2,
-                                        first_last='same'))
+                                        first_last='same',
+                                        target='fake_quant'))
     x, y = toy_data(128, seed=1)
     obj = CalibrationObjective([FullForward(model)],
                                CalibrationSet.from_tensors(x, y, 64),

@@ -83,7 +83,9 @@ def test_float_mmcls_state_dict_loads_into_wrapped_model(bn):
     missing, unexpected = vgg.load_state_dict(state, strict=True)
     assert not missing and not unexpected
     assert set(vgg.state_dict()) == set(state)
-    assert len(quant_layers(vgg)) == 9  # 8 convs + the head's fc
+    # 8 convs, the head's fc and the neck's pool (the integer target
+    # quantizes its input; its class changes, its state does not).
+    assert len(quant_layers(vgg)) == 10
 
 
 def test_quantization_off_is_bit_identical():
@@ -100,7 +102,8 @@ def test_quantization_off_is_bit_identical():
 
 def test_layer_plan_policies_and_overrides():
     vgg = mmcls_vgg()
-    names = [p.name for p in plan_layers(vgg, QuantSettings())]
+    names = [p.name for p in plan_layers(vgg, QuantSettings())
+             if p.type in ('Conv2d', 'Linear')]
     first, last = names[0], names[-1]
     assert first == 'backbone.features.0.conv' and last == 'head.fc'
 
@@ -110,9 +113,11 @@ def test_layer_plan_policies_and_overrides():
     assert (plans[names[3]].w_bits, plans[names[3]].a_bits) == (4, 4)
 
     plans = plan_layers(vgg, QuantSettings(first_last='fp'))
+    # No pool plan: nothing quantized reads the pool's output.
     assert [p.name for p in plans] == names[1:-1]
     plans = plan_layers(vgg, QuantSettings(first_last='same', w_bits=3))
-    assert all(p.w_bits == 3 and p.a_bits == 4 for p in plans)
+    assert all(p.w_bits == 3 and p.a_bits == 4 for p in plans
+               if p.type != 'AdaptiveAvgPool2d')
 
     settings = QuantSettings(overrides={
         'backbone.features.2.*': dict(w_bits=6),
@@ -124,6 +129,9 @@ def test_layer_plan_policies_and_overrides():
     assert 'head.fc' not in plans
 
     plans = plan_layers(vgg, QuantSettings(layer_types=['Linear']))
+    assert [p.name for p in plans] == ['neck.gap', 'head.fc']
+    plans = plan_layers(vgg, QuantSettings(layer_types=['Linear'],
+                                           target='fake_quant'))
     assert [p.name for p in plans] == ['head.fc']
 
 
