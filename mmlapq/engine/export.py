@@ -115,7 +115,7 @@ def compare_with_onnxruntime(cfg, checkpoint: str, onnx_path: str,
                 max_abs_logit_diff=max_diff)
 
 
-def test_arrays(cfg, model: nn.Module, num_images: Optional[int] = None,
+def preprocessed_test_set(cfg, model: nn.Module, num_images: Optional[int] = None,
                 batch_size: int = 500):
     """The config's test set after the model's data preprocessor, as
     (float32 NCHW images, int64 labels) numpy batches."""
@@ -175,7 +175,7 @@ def runtime_benchmark(cfg, models: Dict[str, str], out_dir: str,
         ov_files.update(models)
         runners['openvino'] = {k: runtimes.openvino_runner(v, threads)
                                for k, v in ov_files.items()}
-    test = test_arrays(cfg, model, test_images)
+    test = preprocessed_test_set(cfg, model, test_images)
     rows = []
     reference = {'onnxruntime': 'onnxruntime int8', 'openvino': 'NNCF int8'}
     for runtime, group in runners.items():

@@ -234,3 +234,52 @@ def test_onnxruntime_quantize_static_is_the_baseline(tmp_path):
 def ort_runner_of(path):
     from mmlapq.export.runtimes import ort_runner
     return ort_runner(path, threads=1)
+
+
+class Relu6Pair(nn.Module):
+    """conv -> ReLU6 -> conv, the second conv's input clip above 6."""
+
+    def __init__(self, alpha: float):
+        super().__init__()
+        torch.manual_seed(0)
+        self.first = QuantConv2d.from_float(nn.Conv2d(2, 4, 1), Grid(8),
+                                            Grid(8, 'signed_full'),
+                                            int_bias=True)
+        self.act = nn.ReLU6()
+        self.second = QuantConv2d.from_float(nn.Conv2d(4, 3, 1), Grid(4),
+                                             Grid(4, 'unsigned'),
+                                             int_bias=True)
+        self.first.weight.data.mul_(20)  # outputs well beyond 6
+        self.first.weight_quantizer.set_alpha(self.first.weight.abs().max())
+        self.first.input_quantizer.set_alpha(2.0)
+        self.second.weight_quantizer.set_alpha(0.5)
+        self.second.input_quantizer.set_alpha(alpha)
+
+    def forward(self, x, mode='tensor'):
+        return self.second(self.act(self.first(x)))
+
+
+@pytest.mark.parametrize('alpha, top', [(9.0, 10), (4.5, 15)])
+def test_relu6_becomes_the_code_range_of_the_next_quantizer(tmp_path, alpha,
+                                                           top):
+    """Q(min(max(x, 0), 6)) = min(Q(x), round(6 / step)): the float Clip of
+    ReLU6 goes, the codes' Clip takes its bound, and onnxruntime runs both
+    first conv on integers, computing what PyTorch computes."""
+    model = Relu6Pair(alpha).eval()
+    path = str(tmp_path / 'relu6.onnx')
+    export_qdq(model, torch.zeros(1, 2, 3, 3), path)
+    graph = onnx.load(path).graph
+    stored = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    clips = [n for n in graph.node if n.op_type == 'Clip']
+    bounds = [(stored[n.input[1]].dtype, int(stored[n.input[2]]))
+              for n in clips]
+    assert (np.dtype(np.uint8), top) in bounds
+    assert all(dtype == np.uint8 for dtype, _ in bounds)  # no float Clip
+    ops = integer_kernels(path, tmp_path)
+    # The first conv, now followed by its Q, fuses; the second has a float
+    # output (the graph's), which QLinearConv cannot give.
+    assert ops['counts'].get('QLinearConv') == 1
+    assert ops['float_layers'] == ['/model/second/Conv']
+    x = torch.randn(16, 2, 3, 3, generator=torch.Generator().manual_seed(2))
+    ref, out = run_both(model, path, x)
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5)

@@ -103,3 +103,23 @@ def test_quantizer_errors():
     assert tq.version == version  # unchanged clip: caches stay valid
     tq.set_alpha(2.0)
     assert tq.version != version
+
+
+def test_signed_full_grid_fills_the_integer_type():
+    """The integer target's signed activations: the signed grid's step
+    (bit for bit), one more level below, as INT8 / UINT8 with zero point
+    128 store them."""
+    full, narrow = Grid(4, 'signed_full'), Grid(4, 'signed')
+    assert (full.qmin, full.qmax) == (-8, 7)
+    assert full.step(1.3) == narrow.step(1.3)
+    step = full.step(1.0)
+    assert torch.equal(full.levels(1.0).float(),
+                       torch.arange(-8, 8).double().mul(step).float())
+    x = torch.tensor([-100.0, -7.6 * step, -7.4 * step, 0.49 * step, 100.0])
+    assert torch.equal(full.to_codes(x, 1.0),
+                       torch.tensor([-8.0, -8.0, -7.0, 0.0, 7.0]))
+    assert torch.equal(narrow.to_codes(x, 1.0),
+                       torch.tensor([-7.0, -7.0, -7.0, 0.0, 7.0]))
+    assert torch.equal(full.quantize(x, 1.0),
+                       full.from_codes(full.to_codes(x, 1.0), 1.0))
+    assert Grid(8, 'signed_full').num_steps == 255

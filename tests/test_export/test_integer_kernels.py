@@ -1,0 +1,73 @@
+"""Issue 20's graph test: the Fashion-MNIST VGG-11-BN, ResNet-18 and
+MobileNetV2, quantized at W8A8 and W4A4 with the default (integer) target
+and exported with no option, run every quantized conv and linear layer as
+an integer kernel in onnxruntime (QLinearConv / QGemm, residual adds as
+QLinearAdd, the pool as QLinearGlobalAveragePool), and predict what the
+PyTorch model predicts."""
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+
+import mmlapq  # noqa: F401
+from mmlapq.engine.calibration import build_calibration_set
+from mmlapq.engine.config import load_config
+from mmlapq.engine.export import build_model, preprocessed_test_set
+from mmlapq.export import export_qdq
+from mmlapq.export.runtimes import optimized_ops, ort_runner
+from mmlapq.quant import quant_layers
+from mmlapq.registry import MODELS as LAPQ_MODELS
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+# name -> (convs, residual adds)
+MODELS = {'vgg11bn': (8, 0), 'resnet18': (20, 8), 'mobilenet-v2': (52, 10)}
+
+
+def quantized(name: str, bits: int):
+    """The committed model with the clips of the Lp init on 32 images
+    (no search: the graph does not depend on the clips' values)."""
+    cfg = load_config(osp.join(REPO, 'configs', 'lapq',
+                               f'{name}_fmnist_w4a4.py'))
+    model = build_model(cfg, osp.join(REPO, cfg.load_from))
+    quantizer = LAPQ_MODELS.build(dict(
+        cfg.quantizer, w_bits=bits, a_bits=bits, init=dict(p=2.0),
+        search=dict(method='none'), rounding=dict(method='nearest'),
+        calib=dict(holdout_images=0)))
+    calib, _ = build_calibration_set(cfg, model, 32, 0, 32)
+    quantizer.quantize(model, calib)
+    return cfg, model.to(memory_format=torch.contiguous_format).eval()
+
+
+@pytest.mark.parametrize('bits', [8, 4])
+@pytest.mark.parametrize('name', MODELS)
+def test_every_quantized_layer_runs_an_integer_kernel(tmp_path, name, bits,
+                                                      fmnist_data):
+    cfg, model = quantized(name, bits)
+    x, labels = preprocessed_test_set(cfg, model, 200, batch_size=200)[0]
+    path = str(tmp_path / 'model.onnx')
+    info = export_qdq(model, torch.from_numpy(x[:1]), path)
+    weighted = [n for n, m in quant_layers(model).items()
+                if m.weight_quantizer is not None]
+    assert all(info['layers'][n]['weight'] == 'INT8' and
+               info['layers'][n]['bias'] == 'INT32' for n in weighted)
+    ops = optimized_ops(path, str(tmp_path))
+    assert ops['float_layers'] == []
+    convs, adds = MODELS[name]
+    counts = ops['counts']
+    assert counts.get('QLinearConv') == convs
+    assert counts.get('QGemm') == 1
+    assert counts.get('QLinearAdd', 0) == adds
+    assert counts.get('QLinearGlobalAveragePool') == 1
+    # No float op is left between the integer kernels but the input's
+    # QuantizeLinear and layout changes (a float ReLU6 would be a Clip
+    # with float bounds; the Clips left are on UINT8 codes).
+    assert counts.get('DequantizeLinear', 0) == 0
+    assert counts.get('QuantizeLinear') == 1
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x), mode='tensor').numpy()
+    out = ort_runner(path, threads=1)(x)
+    agree = (ref.argmax(1) == out.argmax(1)).mean()
+    assert agree >= 0.99, agree
+    # Off by a requantization step at most, now and then.
+    assert np.median(np.abs(out - ref)) < 1e-3 * np.abs(ref).max()

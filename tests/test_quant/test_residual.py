@@ -1,0 +1,140 @@
+"""Quantized residual adds of the integer target (quant/residual.py): each
+adding block quantizes its input once for its first convs and its identity
+shortcut, and both operands of its add; known answers on mmcls's ResNet
+and MobileNetV2 blocks."""
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.registry import MODELS, init_default_scope
+
+import mmlapq  # noqa: F401
+from mmlapq.quant import (QuantSettings, fold_batch_norms,
+                          quantization_disabled, quantize_model, quantizers)
+
+
+def backbone(cfg: dict) -> nn.Module:
+    init_default_scope('mmcls')
+    torch.manual_seed(0)
+    model = MODELS.build(cfg)
+    model.eval()  # mmcls's ResNet.train() returns None
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):  # BN statistics of a trained net
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    return model
+
+
+def with_clips(model: nn.Module) -> nn.Module:
+    """Every clip set from its tensor's range (seeded, deterministic)."""
+    g = torch.Generator().manual_seed(1)
+    for name, q in quantizers(model).items():
+        if name.endswith('.weight'):
+            q.set_alpha(torch.full(q.alpha.shape, 0.2))
+        else:
+            q.set_alpha(1.0 + torch.rand((), generator=g).item())
+    return model
+
+
+def resnet18():
+    return backbone(dict(type='ResNet', depth=18))
+
+
+def test_disabled_quantization_is_the_folded_float_model():
+    float_model = resnet18()
+    folded = copy.deepcopy(float_model)
+    fold_batch_norms(folded)
+    model = copy.deepcopy(float_model)
+    quantize_model(model, QuantSettings())
+    with_clips(model)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad(), quantization_disabled(model):
+        assert torch.equal(model(x)[0], folded(x)[0])
+    # The quantizers add no state: the keys of the folded model.
+    assert set(model.state_dict()) == set(folded.state_dict())
+
+
+def test_clip_names_and_shared_block_input():
+    model = resnet18()
+    quantize_model(model, QuantSettings())
+    names = set(quantizers(model))
+    assert {'layer1.0.input', 'layer1.0.bn2.input', 'layer2.0.input',
+            'layer2.0.bn2.input', 'layer2.0.downsample.1.input'} <= names
+    assert 'layer1.0.conv1.input' not in names  # the block's now
+    block = model.layer2[0]
+    for conv in (block.conv1, block.downsample[0]):
+        assert conv.input_quantizer is None
+        assert conv.input_grid_quantizer() is block.input_quantizer
+    assert block.conv2.input_quantizer is not None
+    assert 'conv1.input' in ' '.join(
+        quantizers(quantize_model_fake_quant(resnet18())))
+
+
+def quantize_model_fake_quant(model):
+    plans = quantize_model(model, QuantSettings(target='fake_quant'))
+    assert {p.type for p in plans} == {'Conv2d'}  # no pool, no residual
+    return model
+
+
+@pytest.mark.parametrize('index', [(1, 1), (2, 0)])
+def test_basic_block_adds_what_an_integer_runtime_adds(index):
+    """relu(Q_a(branch(Q_x(x))) + shortcut), the shortcut being Q_x(x)
+    itself or Q_b(downsample(Q_x(x))): the add sees quantized operands and
+    the identity the same codes as conv1."""
+    model = resnet18()
+    quantize_model(model, QuantSettings())
+    with_clips(model)
+    block = getattr(model, f'layer{index[0]}')[index[1]]
+    x = torch.randn(2, block.conv1.in_channels, 8, 8).relu_()
+    with torch.no_grad():
+        xq = block.input_quantizer(x)
+        branch = block.conv2(block.relu(block.conv1(xq)))
+        branch = block.bn2.input_quantizer(branch)
+        if block.downsample is not None:
+            shortcut = block.downsample[1].input_quantizer(
+                block.downsample[0](xq))
+        else:
+            shortcut = xq
+        want = torch.relu(branch + shortcut)
+        got = block(x)
+    assert torch.equal(got, want)
+    assert not torch.equal(xq, x)  # the identity does see codes
+
+
+def test_inverted_residual_adds_quantized_operands():
+    model = backbone(dict(type='MobileNetV2', widen_factor=1.0))
+    quantize_model(model, QuantSettings())
+    with_clips(model)
+    adding = model.layer2[1]
+    assert adding.use_res_connect
+    plain = model.layer2[0]  # stride 2: no add, no block quantizer
+    assert not hasattr(plain, 'input_quantizer')
+    assert plain.conv[0].conv.input_quantizer is not None
+    x = torch.randn(2, adding.conv[0].conv.in_channels, 8, 8)
+    with torch.no_grad():
+        xq = adding.input_quantizer(x)
+        last = adding.conv[-1]
+        branch = adding.conv[:-1](xq)
+        branch = last.norm.input_quantizer(last.conv(branch))
+        want = xq + branch
+        assert torch.equal(adding(x), want)
+
+
+def test_a_block_of_another_class_keeps_a_float_add():
+    from mmcls.models.backbones.resnet import BasicBlock
+
+    class MyBlock(BasicBlock):  # e.g. an SE block: its forward differs
+        pass
+
+    model = resnet18()
+    old = model.layer1[1]
+    block = MyBlock(64, 64)
+    block.load_state_dict(old.state_dict())
+    model.layer1[1] = block.eval()
+    quantize_model(model, QuantSettings())
+    assert not hasattr(block, 'input_quantizer')
+    assert block.conv1.input_quantizer is not None
+    assert hasattr(model.layer1[0], 'input_quantizer')
