@@ -115,8 +115,9 @@ def compare_with_onnxruntime(cfg, checkpoint: str, onnx_path: str,
                 max_abs_logit_diff=max_diff)
 
 
-def preprocessed_test_set(cfg, model: nn.Module, num_images: Optional[int] = None,
-                batch_size: int = 500):
+def preprocessed_test_set(cfg, model: nn.Module,
+                          num_images: Optional[int] = None,
+                          batch_size: int = 500):
     """The config's test set after the model's data preprocessor, as
     (float32 NCHW images, int64 labels) numpy batches."""
     batches = []

@@ -196,46 +196,6 @@ def test_grids_qdq_cannot_express_are_refused(tmp_path):
         export_qdq(model, images(2), str(tmp_path / 'r.onnx'))
 
 
-def test_interleaved_latency_takes_turns():
-    from mmlapq.export.runtimes import interleaved_latency
-    calls = []
-
-    def runner(name):
-        return lambda x: calls.append(name)
-
-    times = interleaved_latency({'a': runner('a'), 'b': runner('b')},
-                                np.zeros(1), rounds=4, warmup=1)
-    assert calls == ['a', 'b'] * 5
-    assert times['a']['ratio_to_first'] == 1.0
-    for row in times.values():
-        assert 0 < row['min_s'] <= row['median_s'] <= row['max_s']
-
-
-def test_onnxruntime_quantize_static_is_the_baseline(tmp_path):
-    """The user's alternative, made from the same float model: its convs
-    and its Gemm run onnxruntime's integer kernels too."""
-    from mmlapq.export.runtimes import ort_quantize_static, top1
-    init_default_scope('mmcls')
-    torch.manual_seed(0)
-    model = MODELS.build(toy_config(str(tmp_path)).model).eval()
-    fp32 = str(tmp_path / 'fp32.onnx')
-    export_qdq(model, images(2), fp32)
-    int8 = ort_quantize_static(fp32, str(tmp_path / 'int8.onnx'),
-                               images(32).numpy(), batch_size=8)
-    assert not [p for p in tmp_path.iterdir() if 'prepared' in p.name]
-    ops = integer_kernels(int8, tmp_path)
-    assert ops['float_layers'] == [] and ops['counts']['QLinearConv'] == 2
-    x = images(16).numpy()
-    labels = model(torch.from_numpy(x), mode='tensor').argmax(1).numpy()
-    result = top1(ort_runner_of(fp32), [(x, labels)], batch_size=5)
-    assert result['top1'] == 100.0  # the float model agrees with itself
-
-
-def ort_runner_of(path):
-    from mmlapq.export.runtimes import ort_runner
-    return ort_runner(path, threads=1)
-
-
 class Relu6Pair(nn.Module):
     """conv -> ReLU6 -> conv, the second conv's input clip above 6."""
 
@@ -260,10 +220,10 @@ class Relu6Pair(nn.Module):
 
 
 @pytest.mark.parametrize('alpha, top', [(9.0, 10), (4.5, 15)])
-def test_relu6_becomes_the_code_range_of_the_next_quantizer(tmp_path, alpha,
-                                                           top):
+def test_relu6_becomes_the_code_range_of_the_next_quantizer(
+        tmp_path, alpha, top):
     """Q(min(max(x, 0), 6)) = min(Q(x), round(6 / step)): the float Clip of
-    ReLU6 goes, the codes' Clip takes its bound, and onnxruntime runs both
+    ReLU6 goes, the codes' Clip takes its bound, and onnxruntime runs the
     first conv on integers, computing what PyTorch computes."""
     model = Relu6Pair(alpha).eval()
     path = str(tmp_path / 'relu6.onnx')
