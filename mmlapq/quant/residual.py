@@ -27,6 +27,7 @@ from typing import Callable, List, Optional, Tuple
 
 import torch.nn as nn
 
+from .grids import Grid
 from .qmodules import QuantConv2d, quantize_module_input, unquantized_class
 
 Slot = Tuple[nn.Module, str]  # (parent, attribute name) of a module
@@ -100,11 +101,14 @@ def residual_kind(block: nn.Module) -> Optional[ResidualKind]:
     return next((k for k in KINDS if k.class_name == cls.__name__), None)
 
 
-def quantize_residual_adds(model: nn.Module) -> List[Tuple[str, str, int]]:
+def quantize_residual_adds(model: nn.Module, operand_bits: Optional[int]
+                           ) -> List[Tuple[str, str, int]]:
     """Quantize the adds of ``model``'s residual blocks in place (see the
-    module doc), for blocks whose first convs have input quantizers; each
-    new quantizer takes their bits and a grid of their kind. Returns
-    (module name, class name, bits) of every module given a quantizer."""
+    module doc), for blocks whose first convs have input quantizers. The
+    block's input quantizer takes over theirs (bits and grid); the
+    operands' quantizers get ``operand_bits`` (None: the same bits).
+    Returns (module name, class name, bits) of every module given a
+    quantizer."""
     added = []
     names = {id(m): n for n, m in model.named_modules()}
     for name, block in list(model.named_modules()):
@@ -121,12 +125,13 @@ def quantize_residual_adds(model: nn.Module) -> List[Tuple[str, str, int]]:
                                 for c in convs):
             continue
         grid = convs[0].input_quantizer.grid
+        operand = Grid(operand_bits or grid.bits, grid.kind)
         slots = [kind.branch_end(block)] + ([shortcut] if shortcut else [])
         if any(type(getattr(p, n)) is not nn.Identity for p, n in slots):
             continue  # a BN that was not folded: the add stays float
         for parent, attr in slots:
-            module = quantize_module_input(getattr(parent, attr), grid)
-            added.append((names[id(module)], 'Identity', grid.bits))
+            module = quantize_module_input(getattr(parent, attr), operand)
+            added.append((names[id(module)], 'Identity', operand.bits))
         quantize_module_input(block, grid)
         for conv in convs:
             conv.input_quantizer = None

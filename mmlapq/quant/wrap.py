@@ -61,6 +61,10 @@ class QuantSettings:
     act_quant: str = 'layer_inputs'
     preset: Optional[str] = None
     target: str = 'integer'
+    # The integer target's operands of residual adds: integer runtimes hold
+    # them in 8-bit types whatever a_bits, so 8 bits cost nothing there.
+    # None: the bits of the block's input.
+    add_bits: Optional[int] = 8
 
     def __post_init__(self):
         for key in ('w_per_channel', 'fold_bn'):
@@ -83,9 +87,11 @@ class QuantSettings:
         check_choice('w_grid', self.w_grid, WEIGHT_GRIDS)
         check_choice('first_last', self.first_last, FIRST_LAST_POLICIES)
         check_choice('bias_correction', self.bias_correction,
-                      BIAS_CORRECTIONS)
+                     BIAS_CORRECTIONS)
         check_choice('act_quant', self.act_quant, ACT_QUANT_PLACES)
         check_choice('target', self.target, TARGETS)
+        if self.add_bits is not None:
+            check_bits(self.add_bits, 'add_bits')
         if self.a_signed not in ('auto', True, False):
             raise ValueError(f"a_signed={self.a_signed!r}: use 'auto', True "
                              'or False')
@@ -274,7 +280,8 @@ def quantize_model(model: nn.Module, settings: QuantSettings
         _set_submodule(model, plan.name, qlayer)
     if settings.target == 'integer' and settings.act_quant == 'layer_inputs':
         added = [LayerPlan(name, kind, None, bits)
-                 for name, kind, bits in quantize_residual_adds(model)]
+                 for name, kind, bits in quantize_residual_adds(
+                     model, settings.add_bits)]
         order = {n: i for i, (n, _) in enumerate(model.named_modules())}
         plans = sorted(plans + added, key=lambda p: order[p.name])
         _full_range_signed_activations(model)
