@@ -18,6 +18,11 @@ quantizer = dict(
     fold_bn=True,
     bias_correction='none',   # 'none' | 'mean' (reference -bcw) | 'empirical'
     preset=None,              # 'reference': the reference code's layer set
+    # 'integer': what onnxruntime's / OpenVINO's integer kernels compute
+    # (int32 biases, quantized pools and residual adds; docs/deployment.md);
+    # 'fake_quant': float biases, layer inputs only (the paper's simulation)
+    target='integer',
+    add_bits=8,               # residual adds' operands (integer target)
     init=dict(
         method='lp',          # 'lp' | 'max' | 'aciq' | 'percentile'
         mode='sequential',    # 'sequential' | 'independent'

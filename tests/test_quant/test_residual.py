@@ -65,6 +65,13 @@ def test_clip_names_and_shared_block_input():
             'layer2.0.bn2.input', 'layer2.0.downsample.1.input'} <= names
     assert 'layer1.0.conv1.input' not in names  # the block's now
     block = model.layer2[0]
+    # The block's input keeps the convs' 4 bits; the operands get add_bits.
+    assert block.input_quantizer.bits == 4
+    assert block.bn2.input_quantizer.bits == 8
+    assert block.downsample[1].input_quantizer.bits == 8
+    same = resnet18()
+    quantize_model(same, QuantSettings(add_bits=None))
+    assert same.layer2[0].bn2.input_quantizer.bits == 4
     for conv in (block.conv1, block.downsample[0]):
         assert conv.input_quantizer is None
         assert conv.input_grid_quantizer() is block.input_quantizer
