@@ -105,3 +105,22 @@ def test_no_float64_check_can_fail(meta_without_float64):
     """The mode above does catch a hard-coded float64."""
     with pytest.raises(AssertionError, match='float64'):
         meta(3).double()
+
+
+def test_integer_bias_and_block_inputs_on_meta():
+    """The integer target on meta: the int32 bias (input and weight steps
+    on the layer's device) and a module with a mixed-in input quantizer."""
+    from mmlapq.quant.qmodules import quantize_module_input
+    conv = QuantConv2d.from_float(nn.Conv2d(3, 8, 3), Grid(4),
+                                  Grid(4, 'signed_full'), per_channel=True,
+                                  int_bias=True)
+    conv.weight_quantizer.set_alpha(torch.full((8, ), 0.3))
+    conv.input_quantizer.set_alpha(1.5)
+    conv.to(META)
+    weight, bias = conv.quantized_weight_and_bias()
+    assert bias.device == META and conv.bias_step().device == META
+    pool = quantize_module_input(nn.AdaptiveAvgPool2d(1),
+                                 Grid(8, 'unsigned'))
+    pool.input_quantizer.set_alpha(2.0)
+    pool.to(META)
+    assert pool(meta(2, 8, 4, 4)).device == META
