@@ -8,7 +8,10 @@ a known kind whose BNs are folded:
 
 - the block gets one input quantizer (``<block>.input``) that its first
   conv(s) and the identity shortcut all read; those convs lose their own
-  (their integer bias uses the block's step: ``set_input_source``);
+  (their integer bias uses the block's step: ``set_input_source``). With
+  ``shortcut_bits`` wider than the convs' inputs, the shortcut reads the
+  block's input at those bits instead and the convs keep their own
+  quantizers, requantizing it (more accurate at 4 bits, slower);
 - the end of the main branch (the folded BN, now an identity) and of a
   downsample shortcut get an input quantizer each: the two operands
   (``<block>.bn2.input``, ``<block>.downsample.1.input`` ...);
@@ -101,7 +104,8 @@ def residual_kind(block: nn.Module) -> Optional[ResidualKind]:
     return next((k for k in KINDS if k.class_name == cls.__name__), None)
 
 
-def quantize_residual_adds(model: nn.Module, operand_bits: Optional[int]
+def quantize_residual_adds(model: nn.Module, operand_bits: Optional[int],
+                           shortcut_bits: Optional[int] = None
                            ) -> List[Tuple[str, str, int]]:
     """Quantize the adds of ``model``'s residual blocks in place (see the
     module doc), for blocks whose first convs have input quantizers. The
@@ -132,9 +136,15 @@ def quantize_residual_adds(model: nn.Module, operand_bits: Optional[int]
         for parent, attr in slots:
             module = quantize_module_input(getattr(parent, attr), operand)
             added.append((names[id(module)], 'Identity', operand.bits))
-        quantize_module_input(block, grid)
-        for conv in convs:
-            conv.input_quantizer = None
-            conv.set_input_source(block.input_quantizer)
-        added.append((name, kind.class_name, grid.bits))
+        block_grid = Grid(shortcut_bits or grid.bits, grid.kind)
+        quantize_module_input(block, block_grid)
+        added.append((name, kind.class_name, block_grid.bits))
+        if block_grid.bits == grid.bits:
+            # One quantizer for the convs and the shortcut: the runtime
+            # reads the same codes for both (the fastest graph).
+            for conv in convs:
+                conv.input_quantizer = None
+                conv.set_input_source(block.input_quantizer)
+        # Otherwise the convs requantize the block's input to their own
+        # grid: a float DequantizeLinear -> QuantizeLinear in the graph.
     return added

@@ -65,6 +65,10 @@ class QuantSettings:
     # them in 8-bit types whatever a_bits, so 8 bits cost nothing there.
     # None: the bits of the block's input.
     add_bits: Optional[int] = 8
+    # The integer target's residual blocks: None, the identity shortcut
+    # reads the codes of the block's first conv (fastest); bits: the
+    # shortcut at these bits, the conv requantizing (docs/deployment.md).
+    shortcut_bits: Optional[int] = None
 
     def __post_init__(self):
         for key in ('w_per_channel', 'fold_bn'):
@@ -90,8 +94,9 @@ class QuantSettings:
                      BIAS_CORRECTIONS)
         check_choice('act_quant', self.act_quant, ACT_QUANT_PLACES)
         check_choice('target', self.target, TARGETS)
-        if self.add_bits is not None:
-            check_bits(self.add_bits, 'add_bits')
+        for key in ('add_bits', 'shortcut_bits'):
+            if getattr(self, key) is not None:
+                check_bits(getattr(self, key), key)
         if self.a_signed not in ('auto', True, False):
             raise ValueError(f"a_signed={self.a_signed!r}: use 'auto', True "
                              'or False')
@@ -281,7 +286,7 @@ def quantize_model(model: nn.Module, settings: QuantSettings
     if settings.target == 'integer' and settings.act_quant == 'layer_inputs':
         added = [LayerPlan(name, kind, None, bits)
                  for name, kind, bits in quantize_residual_adds(
-                     model, settings.add_bits)]
+                     model, settings.add_bits, settings.shortcut_bits)]
         order = {n: i for i, (n, _) in enumerate(model.named_modules())}
         plans = sorted(plans + added, key=lambda p: order[p.name])
         _full_range_signed_activations(model)

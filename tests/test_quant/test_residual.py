@@ -72,6 +72,11 @@ def test_clip_names_and_shared_block_input():
     same = resnet18()
     quantize_model(same, QuantSettings(add_bits=None))
     assert same.layer2[0].bn2.input_quantizer.bits == 4
+    wide = resnet18()  # an 8-bit shortcut: the convs keep their own 4 bits
+    quantize_model(wide, QuantSettings(shortcut_bits=8))
+    assert wide.layer2[0].input_quantizer.bits == 8
+    assert wide.layer2[0].conv1.input_quantizer.bits == 4
+    assert wide.layer2[0].downsample[0].input_quantizer.bits == 4
     for conv in (block.conv1, block.downsample[0]):
         assert conv.input_quantizer is None
         assert conv.input_grid_quantizer() is block.input_quantizer
@@ -86,18 +91,20 @@ def quantize_model_fake_quant(model):
     return model
 
 
+@pytest.mark.parametrize('shortcut_bits', [None, 8])
 @pytest.mark.parametrize('index', [(1, 1), (2, 0)])
-def test_basic_block_adds_what_an_integer_runtime_adds(index):
+def test_basic_block_adds_what_an_integer_runtime_adds(index, shortcut_bits):
     """relu(Q_a(branch(Q_x(x))) + shortcut), the shortcut being Q_x(x)
     itself or Q_b(downsample(Q_x(x))): the add sees quantized operands and
     the identity the same codes as conv1."""
     model = resnet18()
-    quantize_model(model, QuantSettings())
+    quantize_model(model, QuantSettings(shortcut_bits=shortcut_bits))
     with_clips(model)
     block = getattr(model, f'layer{index[0]}')[index[1]]
     x = torch.randn(2, block.conv1.in_channels, 8, 8).relu_()
     with torch.no_grad():
         xq = block.input_quantizer(x)
+        # (an 8-bit shortcut: conv1 requantizes xq with its own quantizer)
         branch = block.conv2(block.relu(block.conv1(xq)))
         branch = block.bn2.input_quantizer(branch)
         if block.downsample is not None:
