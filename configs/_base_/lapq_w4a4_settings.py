@@ -23,7 +23,7 @@ quantizer = dict(
     # 'fake_quant': float biases, layer inputs only (the paper's simulation)
     target='integer',
     add_bits=8,               # residual adds' operands (integer target)
-    shortcut_bits=None,       # None: the shortcut shares the conv's codes
+    shortcut_bits=8,          # residual shortcuts; None: the conv's codes
     init=dict(
         method='lp',          # 'lp' | 'max' | 'aciq' | 'percentile'
         mode='sequential',    # 'sequential' | 'independent'

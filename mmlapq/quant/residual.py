@@ -6,12 +6,13 @@ add of a residual block reads the block's input itself (the identity
 shortcut) next to the block's first convs. So, for each residual block of
 a known kind whose BNs are folded:
 
-- the block gets one input quantizer (``<block>.input``) that its first
-  conv(s) and the identity shortcut all read; those convs lose their own
-  (their integer bias uses the block's step: ``set_input_source``). With
-  ``shortcut_bits`` wider than the convs' inputs, the shortcut reads the
-  block's input at those bits instead and the convs keep their own
-  quantizers, requantizing it (more accurate at 4 bits, slower);
+- the block gets an input quantizer (``<block>.input``) that the identity
+  shortcut reads, at ``shortcut_bits`` (8 by default) or the first
+  conv(s)' input bits if more. At equal bits (W8A8) the convs read it too
+  and lose their own (their integer bias uses the block's step:
+  ``set_input_source``); at W4A4 they keep theirs and requantize the 8-bit
+  input to 4 bits (a float DequantizeLinear -> QuantizeLinear per block in
+  the graph), so that the shortcut does not carry 4-bit codes;
 - the end of the main branch (the folded BN, now an identity) and of a
   downsample shortcut get an input quantizer each: the two operands
   (``<block>.bn2.input``, ``<block>.downsample.1.input`` ...);
@@ -129,14 +130,14 @@ def quantize_residual_adds(model: nn.Module, operand_bits: Optional[int],
                                 for c in convs):
             continue
         grid = convs[0].input_quantizer.grid
-        operand = Grid(operand_bits or grid.bits, grid.kind)
+        operand = Grid(max(operand_bits or 0, grid.bits), grid.kind)
         slots = [kind.branch_end(block)] + ([shortcut] if shortcut else [])
         if any(type(getattr(p, n)) is not nn.Identity for p, n in slots):
             continue  # a BN that was not folded: the add stays float
         for parent, attr in slots:
             module = quantize_module_input(getattr(parent, attr), operand)
             added.append((names[id(module)], 'Identity', operand.bits))
-        block_grid = Grid(shortcut_bits or grid.bits, grid.kind)
+        block_grid = Grid(max(shortcut_bits or 0, grid.bits), grid.kind)
         quantize_module_input(block, block_grid)
         added.append((name, kind.class_name, block_grid.bits))
         if block_grid.bits == grid.bits:

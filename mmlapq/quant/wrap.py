@@ -61,14 +61,13 @@ class QuantSettings:
     act_quant: str = 'layer_inputs'
     preset: Optional[str] = None
     target: str = 'integer'
-    # The integer target's operands of residual adds: integer runtimes hold
-    # them in 8-bit types whatever a_bits, so 8 bits cost nothing there.
-    # None: the bits of the block's input.
+    # The integer target's residual adds (at least these bits; None: the
+    # bits of the block's first conv input): their operands, which
+    # integer runtimes hold in 8-bit types whatever a_bits, and the
+    # identity shortcut, which the block's first conv then requantizes to
+    # its own bits (docs/deployment.md).
     add_bits: Optional[int] = 8
-    # The integer target's residual blocks: None, the identity shortcut
-    # reads the codes of the block's first conv (fastest); bits: the
-    # shortcut at these bits, the conv requantizing (docs/deployment.md).
-    shortcut_bits: Optional[int] = None
+    shortcut_bits: Optional[int] = 8
 
     def __post_init__(self):
         for key in ('w_per_channel', 'fold_bn'):

@@ -20,8 +20,12 @@ from mmlapq.quant import quant_layers
 from mmlapq.registry import MODELS as LAPQ_MODELS
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-# name -> (convs, residual adds)
-MODELS = {'vgg11bn': (8, 0), 'resnet18': (20, 8), 'mobilenet-v2': (52, 10)}
+# name -> (convs, residual adds, convs that requantize a block's input at
+# W4A4: each adding block's first conv, and ResNet's 3 downsample convs,
+# take the block's 8-bit input (shortcut_bits) to their 4 bits through a
+# float DequantizeLinear -> QuantizeLinear pair before their QLinearConv)
+MODELS = {'vgg11bn': (8, 0, 0), 'resnet18': (20, 8, 11),
+          'mobilenet-v2': (52, 10, 10)}
 
 
 def quantized(name: str, bits: int):
@@ -53,17 +57,19 @@ def test_every_quantized_layer_runs_an_integer_kernel(tmp_path, name, bits,
                info['layers'][n]['bias'] == 'INT32' for n in weighted)
     ops = optimized_ops(path, str(tmp_path))
     assert ops['float_layers'] == []
-    convs, adds = MODELS[name]
+    convs, adds, requantizing = MODELS[name]
     counts = ops['counts']
     assert counts.get('QLinearConv') == convs
     assert counts.get('QGemm') == 1
     assert counts.get('QLinearAdd', 0) == adds
     assert counts.get('QLinearGlobalAveragePool') == 1
     # No float op is left between the integer kernels but the input's
-    # QuantizeLinear and layout changes (a float ReLU6 would be a Clip
-    # with float bounds; the Clips left are on UINT8 codes).
-    assert counts.get('DequantizeLinear', 0) == 0
-    assert counts.get('QuantizeLinear') == 1
+    # QuantizeLinear, those requantizations and layout changes (a float
+    # ReLU6 would be a Clip with float bounds; the Clips left are on UINT8
+    # codes).
+    requantized = requantizing if bits < 8 else 0
+    assert counts.get('DequantizeLinear', 0) == requantized
+    assert counts.get('QuantizeLinear') == 1 + requantized
     with torch.no_grad():
         ref = model(torch.from_numpy(x), mode='tensor').numpy()
     out = ort_runner(path, threads=1)(x)

@@ -59,7 +59,7 @@ def test_disabled_quantization_is_the_folded_float_model():
 
 def test_clip_names_and_shared_block_input():
     model = resnet18()
-    quantize_model(model, QuantSettings())
+    quantize_model(model, QuantSettings(shortcut_bits=None))
     names = set(quantizers(model))
     assert {'layer1.0.input', 'layer1.0.bn2.input', 'layer2.0.input',
             'layer2.0.bn2.input', 'layer2.0.downsample.1.input'} <= names
@@ -69,20 +69,31 @@ def test_clip_names_and_shared_block_input():
     assert block.input_quantizer.bits == 4
     assert block.bn2.input_quantizer.bits == 8
     assert block.downsample[1].input_quantizer.bits == 8
-    same = resnet18()
-    quantize_model(same, QuantSettings(add_bits=None))
-    assert same.layer2[0].bn2.input_quantizer.bits == 4
-    wide = resnet18()  # an 8-bit shortcut: the convs keep their own 4 bits
-    quantize_model(wide, QuantSettings(shortcut_bits=8))
-    assert wide.layer2[0].input_quantizer.bits == 8
-    assert wide.layer2[0].conv1.input_quantizer.bits == 4
-    assert wide.layer2[0].downsample[0].input_quantizer.bits == 4
     for conv in (block.conv1, block.downsample[0]):
         assert conv.input_quantizer is None
         assert conv.input_grid_quantizer() is block.input_quantizer
     assert block.conv2.input_quantizer is not None
+    same = resnet18()
+    quantize_model(same, QuantSettings(add_bits=None, shortcut_bits=None))
+    assert same.layer2[0].bn2.input_quantizer.bits == 4
     assert 'conv1.input' in ' '.join(
         quantizers(quantize_model_fake_quant(resnet18())))
+
+
+def test_the_default_shortcut_is_held_at_8_bits():
+    """W4A4: the shortcut carries 8-bit codes, the convs requantize them to
+    their own 4 bits; W8A8: one shared quantizer (equal bits)."""
+    wide = resnet18()
+    quantize_model(wide, QuantSettings())
+    block = wide.layer2[0]
+    assert block.input_quantizer.bits == 8
+    assert block.conv1.input_quantizer.bits == 4
+    assert block.downsample[0].input_quantizer.bits == 4
+    assert 'layer2.0.conv1.input' in quantizers(wide)
+    eight = resnet18()
+    quantize_model(eight, QuantSettings(w_bits=8, a_bits=8))
+    assert eight.layer2[0].conv1.input_quantizer is None
+    assert eight.layer2[0].input_quantizer.bits == 8
 
 
 def quantize_model_fake_quant(model):
