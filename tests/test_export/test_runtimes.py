@@ -66,3 +66,23 @@ def test_openvino_runs_our_file_on_int8_kernels(tmp_path, bits):
     out = openvino_runner(path, threads=1)(images().numpy())
     assert (ref.argmax(1) == out.argmax(1)).all()
     assert np.abs(out - ref).max() < 1e-4
+
+
+def test_benchmark_tool_refuses_bad_arguments_in_one_line(tmp_path, capsys):
+    import importlib.util
+    import os.path as osp
+    repo = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    spec = importlib.util.spec_from_file_location(
+        'benchmark_onnx', osp.join(repo, 'tools', 'benchmark_onnx.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    config = osp.join(repo, 'configs', 'lapq', 'vgg11bn_fmnist_w4a4.py')
+    assert tool.main([config, 'model.onnx']) == 2
+    err = capsys.readouterr().err
+    assert 'is not LABEL=FILE.onnx' in err and len(err.splitlines()) == 1
+    missing = str(tmp_path / 'none.onnx')
+    assert tool.main([config, f'w4a4={missing}', '--out',
+                      str(tmp_path / 'out')]) == 1
+    err = capsys.readouterr().err
+    assert 'does not exist: write it with tools/export.py' in err
+    assert not (tmp_path / 'out').exists()  # nothing half-written
