@@ -40,7 +40,7 @@ def test_fmnist_config_end_to_end_on_a_slice(tmp_path, fmnist_data):
     # reload) loses more than 1 point.
     assert report['quantized']['top1'] >= report['fp32']['top1'] - 1.0
     assert report['calibration']['source'].startswith('training split')
-    assert report['layers'][0]['a_grid'] == 'signed'  # normalised image
+    assert report['layers'][0]['a_grid'] == 'signed_full'  # normalised image
     assert report['layers'][1]['a_grid'] == 'unsigned'  # after ReLU
     assert report['env']['tf32'] == {'cuda_matmul': False, 'cudnn': False}
     assert report['settings']['channels_last'] is True

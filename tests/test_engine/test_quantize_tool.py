@@ -89,8 +89,13 @@ def test_end_to_end_report_and_reload(imagenet, tmp_path):
     assert metrics['accuracy/top5'] == report['quantized']['top5']
 
 
+# layers: the convs and the FC, then what the integer target adds: the
+# pool's input, and per adding residual block its input, its branch's end
+# and its downsample's end (ResNet-18: 8 blocks, 3 downsamples;
+# MobileNetV2: 10 blocks).
 @pytest.mark.parametrize('name, steps, layers', [
-    ('resnet18_w4a4', 14, 21), ('mobilenet-v2_w4a4', 21, 53)])
+    ('resnet18_w4a4', 14, 21 + 1 + 8 * 2 + 3),
+    ('mobilenet-v2_w4a4', 21, 53 + 1 + 10 * 2)])
 def test_resnet_and_mobilenet_end_to_end(imagenet, tmp_path, name, steps,
                                          layers):
     """The ResNet-18 and MobileNetV2 configs on the ImageNet layout: BN
