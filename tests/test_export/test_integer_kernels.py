@@ -11,11 +11,11 @@ import pytest
 import torch
 
 import mmlapq  # noqa: F401
-from mmlapq.engine.calibration import build_calibration_set
 from mmlapq.engine.config import load_config
 from mmlapq.engine.export import build_model, preprocessed_test_set
 from mmlapq.export import export_qdq
 from mmlapq.export.runtimes import optimized_ops, ort_runner
+from mmlapq.lapq import CalibrationSet
 from mmlapq.quant import quant_layers
 from mmlapq.registry import MODELS as LAPQ_MODELS
 
@@ -29,8 +29,10 @@ MODELS = {'vgg11bn': (8, 0, 0), 'resnet18': (20, 8, 11),
 
 
 def quantized(name: str, bits: int):
-    """The committed model with the clips of the Lp init on 32 images
-    (no search: the graph does not depend on the clips' values)."""
+    """The committed model with the clips of the Lp init on 32 test images
+    (no search: the graph does not depend on the clips' values; the test
+    split, 10,000 images, loads much faster than the training split), and
+    200 other test images with their labels."""
     cfg = load_config(osp.join(REPO, 'configs', 'lapq',
                                f'{name}_fmnist_w4a4.py'))
     model = build_model(cfg, osp.join(REPO, cfg.load_from))
@@ -38,17 +40,19 @@ def quantized(name: str, bits: int):
         cfg.quantizer, w_bits=bits, a_bits=bits, init=dict(p=2.0),
         search=dict(method='none'), rounding=dict(method='nearest'),
         calib=dict(holdout_images=0)))
-    calib, _ = build_calibration_set(cfg, model, 32, 0, 32)
+    x, labels = preprocessed_test_set(cfg, model, 232, batch_size=232)[0]
+    calib = CalibrationSet.from_tensors(torch.from_numpy(x[200:]),
+                                        torch.from_numpy(labels[200:]), 32)
     quantizer.quantize(model, calib)
-    return cfg, model.to(memory_format=torch.contiguous_format).eval()
+    model = model.to(memory_format=torch.contiguous_format).eval()
+    return model, x[:200], labels[:200]
 
 
 @pytest.mark.parametrize('bits', [8, 4])
 @pytest.mark.parametrize('name', MODELS)
 def test_every_quantized_layer_runs_an_integer_kernel(tmp_path, name, bits,
                                                       fmnist_data):
-    cfg, model = quantized(name, bits)
-    x, labels = preprocessed_test_set(cfg, model, 200, batch_size=200)[0]
+    model, x, _ = quantized(name, bits)
     path = str(tmp_path / 'model.onnx')
     info = export_qdq(model, torch.from_numpy(x[:1]), path)
     weighted = [n for n, m in quant_layers(model).items()
