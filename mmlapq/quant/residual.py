@@ -20,9 +20,10 @@ a known kind whose BNs are folded:
   quantizer, a conv's, the neck's pool's): a ReLU between is the unsigned
   grid's lower bound.
 
-The blocks are recognised by class name and structure (mmcls's and
-mmpretrain's ResNet ``BasicBlock`` / ``Bottleneck`` and MobileNetV2
-``InvertedResidual``, whose forwards add exactly ``branch + shortcut``);
+The blocks are recognised by class name and module path (mmcls's ResNet
+``BasicBlock`` / ``Bottleneck`` and MobileNetV2 ``InvertedResidual``, whose
+forwards add exactly ``branch + shortcut``; mmpretrain's classes of the
+same path match too, not yet tested: issue 22);
 a subclass (SE, ...) or any other block keeps a float add, exact but run
 in floating point.
 """
