@@ -93,13 +93,11 @@ def compare_with_onnxruntime(cfg, checkpoint: str, onnx_path: str,
     agree, max_diff = 0, 0.0
     scores = dict(torch=[], onnxruntime=[])
     labels = []
-    for batch in test_loader(cfg, batch_size, num_images):
-        data = model.data_preprocessor(batch, False)
-        x = data['inputs']
-        labels.append(torch.cat([s.gt_label.label
-                                 for s in data['data_samples']]))
-        ref = model(x, mode='tensor')
-        out = torch.from_numpy(session.run(None, {'input': x.numpy()})[0])
+    for images, batch_labels in preprocessed_test_set(cfg, model, num_images,
+                                                      batch_size):
+        labels.append(torch.from_numpy(batch_labels))
+        ref = model(torch.from_numpy(images), mode='tensor')
+        out = torch.from_numpy(session.run(None, {'input': images})[0])
         max_diff = max(max_diff, float((out - ref).abs().max()))
         ref, out = ref.softmax(1), out.softmax(1)
         agree += int((ref.argmax(1) == out.argmax(1)).sum())
@@ -177,6 +175,9 @@ def runtime_benchmark(cfg, models: Dict[str, str], out_dir: str,
         runners['openvino'] = {k: runtimes.openvino_runner(v, threads)
                                for k, v in ov_files.items()}
     test = preprocessed_test_set(cfg, model, test_images)
+    # The timed batches: the first test images (concatenated once).
+    timing_images = np.ascontiguousarray(np.concatenate(
+        [x for x, _ in test])[:max(batch_sizes)])
     rows = []
     reference = {'onnxruntime': 'onnxruntime int8', 'openvino': 'NNCF int8'}
     for runtime, group in runners.items():
@@ -185,10 +186,9 @@ def runtime_benchmark(cfg, models: Dict[str, str], out_dir: str,
                     for k, run in group.items()}
         latency = {}
         for batch_size in batch_sizes:
-            x = np.concatenate([x for x, _ in test])[:batch_size]
             log(f'{runtime}: batch {batch_size}, {rounds} rounds in turns')
             latency[batch_size] = runtimes.interleaved_latency(
-                group, np.ascontiguousarray(x), rounds)
+                group, timing_images[:batch_size], rounds)
         for label in group:
             row = dict(runtime=runtime, model=label, top1=accuracy[label])
             for batch_size, times in latency.items():
