@@ -21,6 +21,7 @@ import torch.nn as nn
 from ..fileio import atomic_write
 from ..quant import Grid, LayerPlan, QuantSettings, quant_layers, \
     quantize_model, quantizers
+from ..quant.equalize import replace_relu6
 from ..quant.int_weights import (integer_grid_error, layer_weight_codes,
                                  pack_codes, unpack_codes)
 from .checkpoint import load_state_dict_strict
@@ -60,7 +61,8 @@ def quantized_state(model: nn.Module, quantizer, plans) -> dict:
         grids={n: q.grid.kind for n, q in quantizers(model).items()},
         bias_shift={n: m.bias_shift.cpu() for n, m in layers.items()
                     if getattr(m, 'bias_shift', None) is not None},
-        weights=integer_weights(model))
+        weights=integer_weights(model),
+        equalization=quantizer.state.equalization)
 
 
 def save_quantized_checkpoint(model: nn.Module, quantizer, plans,
@@ -83,6 +85,10 @@ def apply_quantized_state(model: nn.Module, state_dict: dict,
     # Files written before the integer target computed with float biases.
     saved.setdefault('target', 'fake_quant')
     quant = QuantSettings(**saved)
+    # Equalized weights are in the file; what equalization changed in the
+    # model's structure (ReLU6 -> ReLU) is redone here.
+    replace_relu6(model, (lapq_state.get('equalization') or {}).get(
+        'relu6_replaced', []))
     plans = quantize_model(model, quant)
     qs = quantizers(model)
     if set(qs) != set(lapq_state['clips']):

@@ -19,7 +19,9 @@ from ..lapq import (CalibrationObjective, CalibrationSet, InitSettings,
 from ..quant.grids import check_type
 from ..quant import QuantSettings, quantize_model, quantizers
 from ..registry import MODELS
-from .chain import build_chain
+from ..quant.bn_fold import fold_batch_norms
+from ..quant.equalize import equalize
+from .chain import build_chain, classifier_logits
 from .errors import LAPQError
 from .run_state import RunState
 from .tf32 import tf32_mode
@@ -52,8 +54,9 @@ class LAPQQuantizer:
         init (dict): :class:`mmlapq.lapq.InitSettings` fields.
         search (dict): :class:`mmlapq.lapq.SearchSettings` fields.
         rounding (dict): :class:`mmlapq.lapq.RoundingSettings` fields:
-            method 'nearest' | 'gptq', order, gptq=dict(damp, block_size,
-            act_order).
+            method 'nearest' | 'gptq' | 'adaround', order,
+            gptq=dict(damp, block_size, act_order), adaround=dict(iters,
+            batch_size, lr, drop_prob, ...).
         calib (dict): num_images, seed, batch_size of the calibration set.
         cache_bytes (int): memory for the objective's cached activations.
         allow_tf32 (bool): allow TF32 on GPUs in every stage: FP32
@@ -77,10 +80,10 @@ class LAPQQuantizer:
             self.init = InitSettings(**init)
             self.search = SearchSettings(**search)
             self.rounding = RoundingSettings(**rounding)
-            if self.rounding.method == 'gptq' and \
+            if self.rounding.learned and \
                     self.quant.bias_correction == 'mean':
-                raise ValueError("rounding.method='gptq' chooses each "
-                                 "weight's grid point, which "
+                raise ValueError(f"rounding.method='{self.rounding.method}'"
+                                 " chooses each weight's grid point, which "
                                  "bias_correction='mean' would move off the "
                                  "grid: use bias_correction='empirical' or "
                                  "'none'")
@@ -160,13 +163,35 @@ class LAPQQuantizer:
         search['log_bounds'] = list(search['log_bounds'])
         rounding = dict(method=self.rounding.method,
                         order=self.rounding.order,
-                        gptq=asdict(self.rounding.gptq_settings))
+                        gptq=asdict(self.rounding.gptq_settings),
+                        adaround=asdict(self.rounding.adaround_settings))
         return to_builtin(dict(quant=self.quant.to_dict(), init=init,
                                search=search, rounding=rounding,
                                calib=dict(self.calib),
                                cache_bytes=self.cache_bytes,
                                allow_tf32=self.allow_tf32,
                                channels_last=self.channels_last))
+
+    def equalize(self, model: nn.Module, probe: torch.Tensor,
+                 logger: Optional[logging.Logger] = None) -> None:
+        """Cross-layer equalization of the float model (BN folded first)
+        when ``quantizer.equalize`` asks for it; the record goes to
+        ``state.equalization``."""
+        settings = self.quant.equalize_settings
+        if settings is None:
+            return
+        fold_batch_norms(model)
+        model.eval()
+        record = equalize(model, lambda: classifier_logits(model, probe),
+                          settings)
+        self.state.equalization = record
+        if logger:
+            logger.info(f"equalized {len(record['pairs'])} conv pairs of "
+                        f"{record['candidates']} candidates in "
+                        f"{record['sweeps']} sweeps (largest last |log s| "
+                        f"{record['max_log_scale']:.2g}); ReLU6 replaced by "
+                        f"ReLU: {len(record['relu6_replaced'])}; biases "
+                        f"absorbed: {record['biases_absorbed']}")
 
     def wrap(self, model: nn.Module):
         try:
@@ -183,6 +208,7 @@ class LAPQQuantizer:
         model.eval()
         self.prepare(model, calib.inputs[0])
         calib = self.prepare_calibration(calib)
+        self.equalize(model, calib.inputs[0], logger)
         plans = self.wrap(model)
         steps = build_chain(model, calib.inputs[0], logger)
         if logger:

@@ -45,6 +45,7 @@ def build_report(runner, metrics: dict) -> dict:
         init=init,
         lapq=summary['lapq'],
         rounding=summary['rounding'],
+        equalization=state.equalization,
         calibration=state.calib_record,
         settings=quantizer.settings(),
         channels_last=bool(state.channels_last),

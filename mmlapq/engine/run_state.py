@@ -41,6 +41,8 @@ class RunState:
         fp32_metrics: test metrics of the float model.
         calib: the calibration tensors (freed after the search).
         calib_record: where the calibration images came from.
+        equalization: the record of cross-layer equalization (pairs,
+            ReLU6 modules replaced), when the run equalized.
         plans: the quantized layers.
         result: the LAPQ result (init, search, rounding, timings).
         init_metrics: test metrics at the layer-wise init's clips.
@@ -55,6 +57,7 @@ class RunState:
     fp32_metrics: Optional[Dict[str, float]] = None
     calib: Any = None
     calib_record: Optional[dict] = None
+    equalization: Optional[dict] = None
     plans: Optional[List[Any]] = None
     result: Any = None
     init_metrics: Optional[Dict[str, float]] = None

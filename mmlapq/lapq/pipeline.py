@@ -17,6 +17,8 @@ from .psweep import sweep_p
 from .interrupt import stop_requested
 from .resume import (SearchStateFile, clips_and_grids,
                      restore_clips_and_grids)
+from .guard import choose_checkpoint
+from .reconstruction import reconstruct
 from .rounding import (RoundingSettings, apply_gptq, set_weight_codes,
                        weight_codes)
 from .search import SearchResult, SearchSettings, joint_search
@@ -95,7 +97,7 @@ def run_lapq(objective: CalibrationObjective, init: InitSettings,
     recorded in it, and a stage it already holds is restored instead of
     run again (``--resume``)."""
     rounding = rounding or RoundingSettings()
-    gptq = rounding.method == 'gptq'
+    learned = rounding.learned
     rounding_record = dict(method=rounding.method)
     log = log_every(logger, search.log_interval)
     seconds = OrderedDict()
@@ -126,26 +128,28 @@ def run_lapq(objective: CalibrationObjective, init: InitSettings,
     log(f'init {init.method} ({init.mode}): calibration loss {init_loss:.5f}',
         force=True)
 
-    if gptq and rounding.order == 'before_search':
+    holdout_objective = None if holdout is None else CalibrationObjective(
+        objective.steps, holdout, cache_bytes=0,
+        reduce_fn=objective.reduce_fn)
+    guard = dict(holdout=holdout_objective, z=search.guard_z)
+    if learned and rounding.order == 'before_search':
         saved = state.get('rounding')
         if saved is None:
             saved = dict(record=_round(objective, rounding, reduce_sum, log,
-                                       seconds, broadcast),
+                                       seconds, broadcast, guard),
                          codes=weight_codes(objective))
             saving = saving and not stop_requested()
             if saving:
                 state.update(rounding=saved)
         else:
             set_weight_codes(objective, saved['codes'])
-            log('resume: the GPTQ codes of the saved state', force=True)
+            log('resume: the rounding codes of the saved state',
+                force=True)
         rounding_record.update(saved['record'])
     t = time.perf_counter()
-    holdout_objective = None if holdout is None else CalibrationObjective(
-        objective.steps, holdout, cache_bytes=0,
-        reduce_fn=objective.reduce_fn)
     variables = search.variables
     if variables == 'auto':
-        variables = 'activations' if gptq and \
+        variables = 'activations' if learned and \
             rounding.order == 'before_search' else 'all'
     result = joint_search(
         objective, search, log, holdout_objective, variables,
@@ -154,10 +158,20 @@ def run_lapq(objective: CalibrationObjective, init: InitSettings,
     _agree_on_clips(objective, broadcast)
     seconds['search'] = time.perf_counter() - t
     final_loss, loss_before_bc = result.best_loss, None
-    if gptq and rounding.order == 'after_search':
+    if learned and rounding.order in ('after_search', 'between_searches'):
         rounding_record.update(_round(objective, rounding, reduce_sum, log,
-                                      seconds, broadcast))
-        final_loss = rounding_record['loss_after']
+                                      seconds, broadcast, guard))
+        final_loss = objective.loss()
+    if learned and rounding.order == 'between_searches':
+        t = time.perf_counter()
+        second = joint_search(objective, search, log, holdout_objective,
+                              'activations')
+        _agree_on_clips(objective, broadcast)
+        seconds['second_search'] = time.perf_counter() - t
+        rounding_record['second_search'] = dict(
+            calib_loss=second.best_loss, func_evals=second.func_evals,
+            guard=second.guard)
+        final_loss = second.best_loss
     if bias_correction == 'empirical':
         t = time.perf_counter()
         loss_before_bc = final_loss
@@ -198,18 +212,45 @@ def _initialize(objective: CalibrationObjective, init: InitSettings,
 
 
 def _round(objective: CalibrationObjective, rounding: RoundingSettings,
-           reduce_sum, log, seconds: dict, broadcast=None) -> dict:
-    """GPTQ on every layer at the current clips; the record of it."""
+           reduce_sum, log, seconds: dict, broadcast=None,
+           guard: Optional[dict] = None) -> dict:
+    """GPTQ or block reconstruction on every layer at the current clips;
+    the record of it. With held-out images (``guard['holdout']``) the
+    held-out guard judges the rounding as it judges the search: unless
+    the learned codes lower the held-out loss beyond ``guard['z']``
+    standard errors, the layers go back to the codes they had."""
     t = time.perf_counter()
     before = objective.loss()
-    apply_gptq(objective, rounding.gptq_settings, reduce_sum, log, broadcast)
+    previous = weight_codes(objective)
+    holdout = (guard or {}).get('holdout')
+    holdout_before = holdout.image_losses() if holdout is not None else None
+    name = {'gptq': 'GPTQ', 'adaround': 'AdaRound'}[rounding.method]
+    record = dict(order=rounding.order, **rounding.method_settings())
+    if rounding.method == 'gptq':
+        apply_gptq(objective, rounding.gptq_settings, reduce_sum, log,
+                   broadcast)
+    else:
+        if rounding.adaround_settings.drop_prob > 0:
+            name = 'QDrop'
+        record['reconstruction'] = reconstruct(
+            objective, rounding.adaround_settings, log, broadcast)
     after = objective.loss()
+    if holdout_before is not None:
+        index, why, rows = choose_checkpoint(
+            [holdout_before, holdout.image_losses()], guard['z'],
+            objective.reduce_fn, ['nearest', name])
+        record['guard'] = dict(kept=('nearest', name)[index], why=why,
+                               rows=rows)
+        log(f'guard: {why}', force=True)
+        if index == 0:
+            set_weight_codes(objective, previous)
+            after = objective.loss()
     seconds['rounding'] = time.perf_counter() - t
-    log(f'GPTQ rounding ({rounding.order.replace("_", " ")}): calibration '
+    log(f'{name} rounding ({rounding.order.replace("_", " ")}): calibration '
         f'loss {before:.5f} -> {after:.5f}, {seconds["rounding"]:.1f} s',
         force=True)
-    return dict(order=rounding.order, loss_before=before, loss_after=after,
-                **{k: v for k, v in vars(rounding.gptq_settings).items()})
+    record.update(loss_before=before, loss_after=after)
+    return record
 
 
 def _agree_on_clips(objective: CalibrationObjective, broadcast) -> None:

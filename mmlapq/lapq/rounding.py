@@ -11,37 +11,57 @@ from ..quant.gptq import GPTQSettings, HessianAccumulator, gptq_codes
 from ..quant.grids import check_choice
 from .interrupt import stop_requested
 from .objective import CalibrationObjective
+from .reconstruction import ReconstructionSettings
 from .sequential import walk_sequential
 
 
-ROUNDING_METHODS = ('nearest', 'gptq')
-ROUNDING_ORDERS = ('after_search', 'before_search')
+ROUNDING_METHODS = ('nearest', 'gptq', 'adaround')
+ROUNDING_ORDERS = ('after_search', 'before_search', 'between_searches')
 
 
 @dataclass
 class RoundingSettings:
     """How weights take their grid points.
 
-    method: 'nearest' (LAPQ as published) or 'gptq'.
-    order: 'before_search' (measured best, README "Rounding"): GPTQ at
-        the layer-wise init's clips, then the joint search over the
-        activation clips with the weights as GPTQ left them (with
-        search.variables='all' a weight clip would scale its layer's chosen
-        levels); 'after_search': the joint search with nearest rounding,
-        then GPTQ at the clips it found.
+    method: 'nearest' (LAPQ as published), 'gptq', or 'adaround' (block
+        reconstruction, with QDrop when adaround.drop_prob > 0).
+    order: 'before_search': rounding at the layer-wise init's clips, then
+        the joint search over the activation clips with the weights as the
+        rounding left them (with search.variables='all' a weight clip
+        would scale its layer's chosen levels); 'after_search': the joint
+        search with nearest rounding, then the rounding at the clips it
+        found; 'between_searches': as 'after_search', then a second search
+        over the activation clips.
     gptq: :class:`GPTQSettings` fields (damp, block_size, act_order).
+    adaround: :class:`ReconstructionSettings` fields (iters, batch_size,
+        lr, reg_weight, warmup, beta_start, beta_end, drop_prob, seed).
     """
 
     method: str = 'nearest'
     order: str = 'before_search'
     gptq: dict = field(default_factory=dict)
+    adaround: dict = field(default_factory=dict)
 
     def __post_init__(self):
         check_choice('rounding.method', self.method, ROUNDING_METHODS)
         check_choice('rounding.order', self.order, ROUNDING_ORDERS)
-        if not isinstance(self.gptq, dict):
-            raise ValueError(f'rounding.gptq={self.gptq!r} must be a dict')
+        for key in ('gptq', 'adaround'):
+            if not isinstance(getattr(self, key), dict):
+                raise ValueError(f'rounding.{key}={getattr(self, key)!r} '
+                                 'must be a dict')
         self.gptq_settings = GPTQSettings(**self.gptq)
+        self.adaround_settings = ReconstructionSettings(**self.adaround)
+
+    @property
+    def learned(self) -> bool:
+        """Whether a method other than round-to-nearest chooses codes."""
+        return self.method != 'nearest'
+
+    def method_settings(self) -> dict:
+        """The settings of the chosen method (for the record)."""
+        chosen = {'gptq': self.gptq_settings,
+                  'adaround': self.adaround_settings}.get(self.method)
+        return dict(vars(chosen)) if chosen is not None else {}
 
 
 def apply_gptq(objective: CalibrationObjective,

@@ -255,7 +255,17 @@ class QuantLayerMixin:
         if self.input_quantizer is not None:
             x = self.input_quantizer(x)
         w, b = self.quantized_weight_and_bias()
+        soft = self.__dict__.get('soft_rounding')
+        if soft is not None:  # learned rounding being optimised
+            w = soft.soft_weight().to(w.dtype)
         return self._float_forward(x, w, b)
+
+    def set_soft_rounding(self, soft: Optional[nn.Module]) -> None:
+        """Compute with ``soft.soft_weight()`` (differentiable) instead of
+        the weight on its grid while a rounding is learned (None: back to
+        the grid). Held as a reference, not a submodule, so the state dict
+        does not change."""
+        self.__dict__['soft_rounding'] = soft
 
     def weight_error_output(self, x: torch.Tensor) -> torch.Tensor:
         """(W - W_hat) applied to the (quantized) input, no bias: the output

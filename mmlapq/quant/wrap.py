@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import torch.nn as nn
 
 from .bn_fold import fold_batch_norms
+from .equalize import EqualizeSettings
 from .grids import Grid, check_bits, check_choice, check_type
 from .qmodules import (ACT_TYPES, POOL_TYPES, QUANT_LAYER_TYPES, QuantAct,
                        QuantConv2d, QuantLinear, quantize_module_input)
@@ -68,6 +69,9 @@ class QuantSettings:
     # its own bits (docs/deployment.md).
     add_bits: Optional[int] = 8
     shortcut_bits: Optional[int] = 8
+    # Cross-layer equalization before wrapping (quant/equalize.py): False,
+    # True (defaults) or a dict of EqualizeSettings fields.
+    equalize: Union[bool, dict] = False
 
     def __post_init__(self):
         for key in ('w_per_channel', 'fold_bn'):
@@ -105,6 +109,10 @@ class QuantSettings:
                              f'supported: choose from {list(FLOAT_TYPES)}')
         for pattern, value in self.overrides.items():
             _normalise_override(pattern, value)
+        self.equalize_settings = EqualizeSettings.from_option(self.equalize)
+        if self.equalize_settings is not None and not self.fold_bn:
+            raise ValueError('equalize needs fold_bn=True: it rescales the '
+                             'convs with their BatchNorms folded in')
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -1,0 +1,239 @@
+"""Block reconstruction: learn each weight's rounding block by block
+(AdaRound, Nagel et al. 2020; BRECQ, Li et al. 2021; QDrop, Wei et al. 2022)
+at the clips LAPQ chose.
+
+Blocks are runs of the chain's steps: a residual or inverted-residual block
+(one step) is a block; single layers (VGG's convs, ReLUs, pools) are grouped
+up to and including the next pooling step, so a VGG block is a stage. Block
+by block, in order:
+
+- its inputs come from the quantized network with every earlier block's
+  rounding fixed, its targets from the float network (the float block on
+  the float inputs);
+- the rounding variables of its layers (``quant.adaround``) minimise the
+  block's output error, sum of squares per image, plus the annealed
+  rounding regulariser, by Adam on random mini-batches of the calibration
+  images;
+- activations in the block are quantized as they will be at inference,
+  with a straight-through gradient; with ``drop_prob`` > 0 (QDrop) each
+  element of the block's input and of every activation quantizer's output
+  is left unquantized (float) with that probability, at random each
+  iteration;
+- the layers keep the hard codes (like GPTQ's: saved, reloaded and
+  exported the same way).
+"""
+import time
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+
+from ..quant.adaround import SoftRounding, beta_schedule
+from ..quant.control import quant_layers, quantization_disabled
+from ..quant.grids import check_type
+from .interrupt import stop_requested
+from .objective import CalibrationObjective
+
+_POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
+          nn.AdaptiveMaxPool2d)
+
+
+@dataclass
+class ReconstructionSettings:
+    """Settings of ``rounding.method='adaround'`` (``rounding.adaround``)."""
+
+    iters: int = 500            # optimiser steps per block (papers: 20000)
+    batch_size: int = 32
+    # Adam on the rounding variables; the papers' 1e-3 is for 20000
+    # iterations: with 500, 1e-2 (tests/test_lapq/test_reconstruction.py)
+    lr: float = 1e-2
+    reg_weight: float = 0.01    # lambda of the rounding regulariser
+    warmup: float = 0.2         # fraction of iters without the regulariser
+    beta_start: float = 20.0
+    beta_end: float = 2.0
+    drop_prob: float = 0.0      # QDrop: 0.5; 0: activations always quantized
+    seed: int = 0
+
+    def __post_init__(self):
+        for key in ('iters', 'batch_size', 'seed'):
+            check_type(f'adaround.{key}', getattr(self, key), int)
+        for key in ('lr', 'reg_weight', 'warmup', 'beta_start', 'beta_end',
+                    'drop_prob'):
+            check_type(f'adaround.{key}', getattr(self, key), float)
+        if self.iters < 0 or self.batch_size < 1:
+            raise ValueError('adaround.iters must be >= 0 and '
+                             'adaround.batch_size >= 1')
+        if not 0.0 <= self.drop_prob < 1.0:
+            raise ValueError(f'adaround.drop_prob={self.drop_prob} must be '
+                             'in [0, 1)')
+        if not 0.0 <= self.warmup < 1.0:
+            raise ValueError(f'adaround.warmup={self.warmup} must be in '
+                             '[0, 1)')
+        if not self.lr > 0:
+            raise ValueError(f'adaround.lr={self.lr} must be > 0')
+
+
+def reconstruction_blocks(steps: Sequence[nn.Module]
+                          ) -> List[Tuple[int, int]]:
+    """[start, end) ranges of steps, each with at least one quantized
+    weight (see the module doc)."""
+    blocks, start, has_weights = [], 0, False
+    for i, step in enumerate(steps):
+        weighted = [m for m in quant_layers(step).values()
+                    if getattr(m, 'weight_quantizer', None) is not None]
+        single = isinstance(step, nn.Linear) or isinstance(step, nn.Conv2d)
+        if weighted and not single and has_weights:
+            blocks.append((start, i))  # a composite step is its own block
+            start = i
+        has_weights = has_weights or bool(weighted)
+        closes = (weighted and not single) or isinstance(step, _POOLS)
+        if closes and has_weights:
+            blocks.append((start, i + 1))
+            start, has_weights = i + 1, False
+    if start < len(steps):
+        if has_weights or not blocks:
+            blocks.append((start, len(steps)))
+        else:  # trailing steps without weights join the last block
+            blocks[-1] = (blocks[-1][0], len(steps))
+    return blocks
+
+
+class _Block(nn.Module):
+    def __init__(self, steps: Sequence[nn.Module]):
+        super().__init__()
+        self.steps = nn.ModuleList(steps)
+
+    def forward(self, x):
+        for step in self.steps:
+            x = step(x)
+        return x
+
+
+def _act_quantizers(block: nn.Module) -> list:
+    return [m.act_quantizer for m in quant_layers(block).values()
+            if getattr(m, 'act_quantizer', None) is not None]
+
+
+def _ste_hooks(quantizers, drop_prob: float, generator_state) -> list:
+    """Straight-through gradients at every activation quantizer, and QDrop's
+    random float elements."""
+    def hook(module, inputs, output):
+        x = inputs[0]
+        out = x + (output - x).detach()
+        if drop_prob > 0:
+            keep_float = torch.rand(x.shape, generator=generator_state,
+                                    device='cpu').to(x.device) < drop_prob
+            out = torch.where(keep_float, x, out)
+        return out
+    return [q.register_forward_hook(hook) for q in dict.fromkeys(quantizers)]
+
+
+def _run(block: nn.Module, batches: List[torch.Tensor]) -> List[torch.Tensor]:
+    with torch.no_grad():
+        return [block(x) for x in batches]
+
+
+def reconstruct(objective: CalibrationObjective,
+                settings: ReconstructionSettings,
+                log: Optional[Callable] = None,
+                broadcast: Optional[Callable] = None) -> dict:
+    """Learn the rounding of every quantized weight of the objective's
+    chain at its current clips (see the module doc); the layers keep the
+    codes. Returns a record: blocks, per block the output error (mean per
+    image) with nearest rounding and after, and seconds.
+
+    ``broadcast`` (distributed runs): every process takes rank 0's codes
+    of each block before the next block's inputs are computed."""
+    steps = objective.steps
+    blocks = reconstruction_blocks(steps)
+    generator = torch.Generator().manual_seed(settings.seed)
+    objective.set_train_mode(False)
+    fp_inputs = list(objective.calib.inputs)
+    q_inputs = list(objective.calib.inputs)
+    records = []
+    for index, (start, end) in enumerate(blocks):
+        t0 = time.perf_counter()
+        block = _Block(steps[start:end]).eval()
+        layers = [m for m in quant_layers(block).values()
+                  if getattr(m, 'weight_quantizer', None) is not None]
+        with quantization_disabled(block):
+            targets = _run(block, fp_inputs)
+        for layer in layers:
+            layer.set_weight_codes(None)
+        before = _error(block, q_inputs, targets)
+        if settings.iters > 0 and layers and not stop_requested():
+            _optimise(block, layers, fp_inputs, q_inputs, targets, settings,
+                      generator)
+        after = _error(block, q_inputs, targets)
+        if broadcast is not None:
+            for layer in layers:
+                if layer.weight_codes is not None:
+                    layer.set_weight_codes(broadcast(layer.weight_codes))
+        records.append(dict(steps=[start, end], layers=len(layers),
+                            error_nearest=before, error=after,
+                            seconds=time.perf_counter() - t0))
+        if log:
+            log(f'reconstruction block {index + 1}/{len(blocks)} (steps '
+                f'{start}..{end - 1}, {len(layers)} layers): output error '
+                f'{before:.4g} -> {after:.4g}, '
+                f'{records[-1]["seconds"]:.1f} s')
+        if end < len(steps):
+            with quantization_disabled(block):
+                fp_inputs = _run(block, fp_inputs)
+            q_inputs = _run(block, q_inputs)
+    objective.clear_cache()
+    return dict(blocks=records, **{k: v for k, v in vars(settings).items()})
+
+
+def _error(block: nn.Module, inputs, targets) -> float:
+    """Mean over images of the summed squared output error."""
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for x, y in zip(inputs, targets):
+            total += float((block(x) - y).float().pow(2).flatten(1).sum())
+            count += x.shape[0]
+    return total / max(count, 1)
+
+
+def _optimise(block, layers, fp_inputs, q_inputs, targets,
+              settings: ReconstructionSettings, generator) -> None:
+    fp_all, q_all = torch.cat(fp_inputs), torch.cat(q_inputs)
+    target_all = torch.cat(targets)
+    rounding = [SoftRounding(layer) for layer in layers]
+    for layer, soft in zip(layers, rounding):
+        soft.to(layer.weight.device)
+        layer.set_soft_rounding(soft)
+    params = [soft.v for soft in rounding]
+    optimiser = torch.optim.Adam(params, lr=settings.lr)
+    hooks = _ste_hooks(_act_quantizers(block), settings.drop_prob, generator)
+    n = q_all.shape[0]
+    try:
+        with torch.enable_grad():
+            for it in range(settings.iters):
+                if stop_requested():
+                    break
+                idx = torch.randint(0, n, (min(settings.batch_size, n), ),
+                                    generator=generator).to(q_all.device)
+                x = q_all[idx]
+                if settings.drop_prob > 0:
+                    use_fp = torch.rand(x.shape, generator=generator).to(
+                        x.device) < settings.drop_prob
+                    x = torch.where(use_fp, fp_all[idx], x)
+                out = block(x)
+                loss = (out - target_all[idx]).float().pow(2).flatten(
+                    1).sum(1).mean()
+                beta = beta_schedule(it, settings.iters, settings.warmup,
+                                     (settings.beta_start, settings.beta_end))
+                if beta > 0:
+                    loss = loss + settings.reg_weight * sum(
+                        soft.regularizer(beta) for soft in rounding)
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+    finally:
+        for h in hooks:
+            h.remove()
+        for layer, soft in zip(layers, rounding):
+            layer.set_soft_rounding(None)
+            layer.set_weight_codes(soft.hard_codes().to(layer.weight.dtype))

@@ -1,0 +1,217 @@
+"""Known answers for block reconstruction (AdaRound / QDrop): on a small
+block the learned rounding has a lower output error than nearest and GPTQ
+rounding, codes stay on the grid, iters=0 is nearest rounding, blocks are
+the chain's stages, and the pipeline runs it in every order under the
+held-out guard."""
+import pytest
+import torch
+import torch.nn as nn
+from toy import toy_data
+from test_lapq.test_search_pipeline import quantized_toy
+
+from mmlapq.lapq import (CalibrationObjective, CalibrationSet,
+                         ClipInitializer, InitSettings, RoundingSettings,
+                         SearchSettings, apply_gptq, chain_of_sequential,
+                         run_lapq)
+from mmlapq.lapq.reconstruction import (ReconstructionSettings,
+                                        reconstruct, reconstruction_blocks)
+from mmlapq.quant import QuantSettings, quantization_disabled, quantize_model
+from mmlapq.quant.adaround import SoftRounding, beta_schedule
+from mmlapq.quant.int_weights import weight_step
+
+
+def small_block(bits=3, seed=0):
+    """One conv stage (conv, ReLU, conv) on correlated inputs, quantized,
+    at Lp clips."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Conv2d(4, 16, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(16, 8, 3, padding=1), nn.MaxPool2d(2))
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(256, 2, 8, 8, generator=g).repeat(1, 2, 1, 1) + \
+        0.3 * torch.randn(256, 4, 8, 8, generator=g)
+    quantize_model(model, QuantSettings(w_bits=bits, a_bits=8,
+                                        first_last='same'))
+    calib = CalibrationSet.from_tensors(x, torch.zeros(256).long(), 64)
+    obj = CalibrationObjective([_Stage(model)], calib, model=model)
+    ClipInitializer(obj, InitSettings(p=2.4))()
+    return model, obj
+
+
+class _Stage(nn.Module):
+    """The block as one step whose 'logits' are its flattened output."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x).flatten(1)
+
+
+def block_error(model, obj):
+    x = torch.cat(obj.calib.inputs)
+    with torch.no_grad():
+        with quantization_disabled(model):
+            target = model(x)
+        return float((model(x) - target).pow(2).flatten(1).sum(1).mean())
+
+
+def layers_of(model):
+    return [m for m in model.modules()
+            if getattr(m, 'weight_quantizer', None) is not None]
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_learned_rounding_beats_nearest_and_gptq_on_a_block(seed):
+    errors = {}
+    for bits in (2, 3):
+        model, obj = small_block(bits, seed)
+        nearest = block_error(model, obj)
+        apply_gptq(obj)
+        gptq = block_error(model, obj)
+        record = reconstruct(obj, ReconstructionSettings(iters=400))
+        learned = block_error(model, obj)
+        errors[bits] = (nearest, gptq, learned)
+        assert record['blocks'][0]['error'] == pytest.approx(learned,
+                                                             rel=1e-4)
+        assert record['blocks'][0]['error_nearest'] == pytest.approx(
+            nearest, rel=1e-4)
+    # measured (seeds 0, 1): W2 nearest 1.31 / 0.98, GPTQ 0.77 / 0.63,
+    # learned 0.59 / 0.49; W3 0.27 / 0.24, 0.115 / 0.129, 0.114 / 0.117
+    nearest, gptq, learned = errors[2]
+    assert learned < 0.9 * gptq < nearest
+    nearest, gptq, learned = errors[3]
+    assert learned < 0.5 * nearest and learned < 1.02 * gptq
+
+
+def test_codes_stay_on_the_grid_and_are_the_weights():
+    model, obj = small_block(2)
+    reconstruct(obj, ReconstructionSettings(iters=50, drop_prob=0.5))
+    for layer in layers_of(model):
+        codes, grid = layer.weight_codes, layer.weight_quantizer.grid
+        assert codes is not None
+        assert torch.equal(codes, codes.round())
+        assert grid.qmin <= int(codes.min()) and int(codes.max()) <= grid.qmax
+        w, _ = layer.quantized_weight_and_bias()
+        assert torch.allclose(w, codes * weight_step(layer))
+        # learned, not nearest: some weights round the other way
+        nearest = grid.to_codes(layer.weight.detach(),
+                                layer.weight_quantizer.alpha)
+        assert not torch.equal(codes, nearest)
+
+
+def test_zero_iterations_is_nearest_rounding():
+    model, obj = small_block(3)
+    expected = [layer.quantized_weight_and_bias()[0].clone()
+                for layer in layers_of(model)]
+    loss = obj.loss()
+    reconstruct(obj, ReconstructionSettings(iters=0))
+    for layer, w in zip(layers_of(model), expected):
+        assert layer.weight_codes is None
+        assert torch.equal(layer.quantized_weight_and_bias()[0], w)
+    assert obj.loss() == loss
+
+
+def test_same_seed_same_codes_and_qdrop_differs():
+    runs = []
+    for drop in (0.5, 0.5, 0.0):
+        model, obj = small_block(2)
+        reconstruct(obj, ReconstructionSettings(iters=30, drop_prob=drop))
+        runs.append([m.weight_codes.clone() for m in layers_of(model)])
+    assert all(torch.equal(a, b) for a, b in zip(runs[0], runs[1]))
+    assert not all(torch.equal(a, b) for a, b in zip(runs[0], runs[2]))
+
+
+def test_soft_rounding_starts_at_the_float_weight():
+    model, _ = small_block(3)
+    layer = layers_of(model)[0]
+    soft = SoftRounding(layer)
+    w = layer.weight.detach()
+    alpha = float(layer.weight_quantizer.alpha)
+    inside = w.abs() < alpha  # weights the clip does not cut
+    assert torch.allclose(soft.soft_weight()[inside], w[inside], atol=1e-3)
+    assert beta_schedule(0, 100, 0.2) == 0.0
+    assert beta_schedule(20, 100, 0.2) == 20.0
+    assert beta_schedule(100, 100, 0.2) == pytest.approx(2.0)
+
+
+def test_blocks_are_stages_and_composite_steps():
+    model, obj = quantized_toy()
+    # conv BN ReLU conv ReLU pool | conv ReLU pool | conv ReLU gap flatten fc
+    assert reconstruction_blocks(obj.steps) == [(0, 6), (6, 9), (9, 12),
+                                                 (12, 14)]
+
+    class Composite(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 1)
+
+        def forward(self, x):
+            return self.b(self.a(x)) + x
+
+    steps = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), Composite(),
+                          Composite(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 2))
+    quantize_model(steps, QuantSettings(first_last='same'))
+    # conv ReLU | block | block | pool flatten fc
+    assert reconstruction_blocks(list(steps)) == [(0, 2), (2, 3), (3, 4),
+                                                  (4, 7)]
+
+
+@pytest.mark.parametrize('order', ['before_search', 'after_search',
+                                   'between_searches'])
+def test_adaround_in_the_pipeline_under_the_guard(order):
+    model, obj = quantized_toy(bits=3)
+    x, y = toy_data(128, seed=7)
+    rounding = RoundingSettings('adaround', order,
+                                adaround=dict(iters=40, drop_prob=0.5))
+    result = run_lapq(obj, InitSettings(p_grid=[2, 3, 4]),
+                      SearchSettings(max_evals=20), rounding=rounding,
+                      holdout=CalibrationSet.from_tensors(x, y, 64))
+    record = result.rounding
+    assert record['method'] == 'adaround' and record['order'] == order
+    assert record['guard']['kept'] in ('nearest', 'QDrop')
+    kept_codes = record['guard']['kept'] == 'QDrop'
+    assert all((m.weight_codes is not None) == kept_codes
+               for m in layers_of(model))
+    assert len(record['reconstruction']['blocks']) == 4
+    assert ('second_search' in record) == (order == 'between_searches')
+    assert obj.loss() == pytest.approx(result.final_loss)
+
+
+def test_guard_rejects_a_rounding_that_does_not_help(monkeypatch):
+    """A 'learned' rounding that makes every weight round away from nearest
+    raises the held-out loss: the guard puts nearest back."""
+    import mmlapq.lapq.pipeline as pipeline
+
+    def bad_rounding(objective, settings, log, broadcast):
+        for layers in objective.step_layers:
+            for layer in layers:
+                if layer.weight_quantizer is not None:
+                    wq = layer.weight_quantizer
+                    codes = wq.grid.to_codes(layer.weight.detach(), wq.alpha)
+                    layer.set_weight_codes(
+                        (codes + 1).clamp(wq.grid.qmin, wq.grid.qmax))
+        return {}
+
+    monkeypatch.setattr(pipeline, 'reconstruct', bad_rounding)
+    model, obj = quantized_toy(bits=3)
+    x, y = toy_data(128, seed=7)
+    result = run_lapq(obj, InitSettings(p=3.0), SearchSettings(max_evals=5),
+                      rounding=RoundingSettings('adaround'),
+                      holdout=CalibrationSet.from_tensors(x, y, 64))
+    assert result.rounding['guard']['kept'] == 'nearest'
+    assert all(m.weight_codes is None for m in layers_of(model))
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError, match='drop_prob'):
+        RoundingSettings('adaround', adaround=dict(drop_prob=1.0))
+    with pytest.raises(ValueError, match='adaround.iters'):
+        RoundingSettings('adaround', adaround=dict(iters='many'))
+    with pytest.raises(TypeError):
+        RoundingSettings('adaround', adaround=dict(iterations=10))
+    with pytest.raises(ValueError, match='rounding.method'):
+        RoundingSettings('brecq')
+    assert RoundingSettings('adaround').method_settings()['iters'] == 500
+    assert chain_of_sequential  # the toy chain helper stays importable
