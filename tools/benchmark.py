@@ -2,7 +2,7 @@
 
     # accuracy: methods x bit widths, same FP32 weights and calibration set
     python tools/benchmark.py [CONFIG] [--methods max l2 l3 aciq lp lapq
-        gptq lapq_gptq]
+        gptq lapq_gptq cle_gptq adaround qdrop lapq_qdrop]
         [--bits w8a8 w4a8 w4a4 w3a3 w2a4] [--seeds N] [--out DIR] [--quick]
     # speed: one loss evaluation vs. one FP32 forward of the calibration set
     python tools/benchmark.py [CONFIG] --speed
@@ -30,7 +30,9 @@ def parse_args(argv=None):
                    'load_from of the config)')
     p.add_argument('--methods', nargs='+', help='subset of max l2 l3 aciq '
                    'lp cd lapq gptq lapq_gptq (and the orders compared in '
-                   'README: lapq_gptq_after lapq_gptq_before_all)')
+                   'README: lapq_gptq_after lapq_gptq_before_all; '
+                   'equalization and block reconstruction: cle_gptq '
+                   'adaround qdrop lapq_qdrop)')
     p.add_argument('--bits', nargs='+', help='e.g. w8a8 w4a4 w2a4')
     p.add_argument('--out', help='output folder (default '
                    'work_dirs/benchmark[_quick|_speed])')

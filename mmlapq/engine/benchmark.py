@@ -60,6 +60,37 @@ METHODS = {
     'lapq_gptq': (dict(method='lp', p=None),
                   dict(method='powell', variables='activations'),
                   dict(method='gptq', order='before_search')),
+    # Equalization, then GPTQ at the Lp init's clips (Brevitas's recipe)
+    'cle_gptq': (dict(method='lp', p=None), dict(method='none'),
+                 dict(method='gptq', order='before_search')),
+    # Block reconstruction at the Lp init's clips, no joint search:
+    # AdaRound (activations quantized in the block) and QDrop (dropped at
+    # random with probability 0.5)
+    'adaround': (dict(method='lp', p=None), dict(method='none'),
+                 dict(method='adaround', adaround=dict(drop_prob=0.0))),
+    'qdrop': (dict(method='lp', p=None), dict(method='none'),
+              dict(method='adaround', adaround=dict(drop_prob=0.5))),
+    # LAPQ with both (README "MobileNetV2 at 4 bits and below"):
+    # equalization, the Lp init, the joint search over every clip, QDrop
+    # at the clips it found, a second search over the activation clips
+    'lapq_qdrop': (dict(method='lp', p=None),
+                   dict(method='powell', variables='all'),
+                   dict(method='adaround', order='between_searches',
+                        adaround=dict(drop_prob=0.5))),
+    # the other order: QDrop at the Lp init's clips, then the search over
+    # the activation clips
+    'lapq_qdrop_before': (dict(method='lp', p=None),
+                          dict(method='powell', variables='activations'),
+                          dict(method='adaround', order='before_search',
+                               adaround=dict(drop_prob=0.5))),
+}
+# Quantizer settings a method sets whatever the config says.
+METHOD_QUANT = {
+    'cle_gptq': dict(equalize=True),
+    'adaround': dict(equalize=False),
+    'qdrop': dict(equalize=False),
+    'lapq_qdrop': dict(equalize=True),
+    'lapq_qdrop_before': dict(equalize=True),
 }
 DEFAULT_METHODS = ('max', 'l2', 'l3', 'aciq', 'lp', 'lapq')
 DEFAULT_BITS = ('w8a8', 'w4a8', 'w4a4', 'w3a3', 'w2a4')
@@ -102,15 +133,25 @@ def make_quantizer(quantizer_cfg: dict, method: str, w_bits: int,
                    seed: Optional[int] = None):
     init, search, rounding = METHODS[method]
     cfg = copy.deepcopy(dict(quantizer_cfg))
-    cfg.update(w_bits=w_bits, a_bits=a_bits)
+    cfg.update(w_bits=w_bits, a_bits=a_bits, **METHOD_QUANT.get(method, {}))
     if seed is not None:  # recorded in the settings; the images are given
         cfg['calib'] = dict(cfg.get('calib', {}), seed=seed)
     cfg['init'] = dict(cfg.get('init', {}), **init)
     cfg['search'] = dict(cfg.get('search', {}), **search)
-    cfg['rounding'] = dict(cfg.get('rounding', {}), **rounding)
+    cfg['rounding'] = _merged(cfg.get('rounding', {}), rounding)
     if max_evals is not None:
         cfg['search']['max_evals'] = max_evals
     return LAPQ_MODELS.build(cfg)
+
+
+def _merged(base: dict, override: dict) -> dict:
+    """``override`` over ``base``, one level of nested dicts merged (a
+    method's adaround settings over the config's)."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = dict(out.get(key) or {}, **value) \
+            if isinstance(value, dict) else value
+    return out
 
 
 def calibration(cfg, model, num_images: Optional[int] = None,

@@ -15,10 +15,11 @@ project) are iterated until the scales stop moving.
 
 Pairs come from the model's own forward on a probe batch: each conv's input
 is traced back through the modules that produced it (tensor identity and
-version, so an in-place add in between breaks the trace), and every
-candidate is then checked by scaling it at random and comparing the model's
-output, which rejects pairs whose tensors something else also reads (a
-residual add, a shortcut) whatever the code looks like.
+version, so an in-place add in between breaks the trace), and every tensor
+on the path must have one reader in the autograd graph, which sees the
+functional ops (a residual add, a shortcut) that module hooks do not. Each
+candidate is then checked by scaling it at random and comparing the
+model's output.
 
 ReLU6 is not positive-homogeneous (its bound 6 would move to 6 / s_i).
 ``relu6='relu'`` replaces it by ReLU in the pairs it joins, as the paper
@@ -81,11 +82,13 @@ def _module_names(model: nn.Module) -> Dict[int, str]:
     return {id(m): n for n, m in model.named_modules()}
 
 
-def _trace(model: nn.Module, forward: Callable[[], object]
-           ) -> List[Tuple[nn.Module, list, tuple]]:
-    """(leaf module, [(id, version) of its tensor inputs], (id, version) of
-    its output) in call order. The tensors are kept alive during the
-    forward so that no id is reused."""
+def _trace(model: nn.Module, forward: Callable[[], object]):
+    """The leaf modules' calls of ``forward()`` in order, each as (module,
+    [(id, version) of its tensor inputs], (id, version) of its output,
+    the output's autograd node), and how many autograd nodes read each
+    node. Tensors are kept alive during the forward so that no id is
+    reused; the autograd graph sees every reader of a tensor, including
+    functional ops (an add) that no module hook sees."""
     calls, alive = [], []
 
     def key(t):
@@ -94,54 +97,71 @@ def _trace(model: nn.Module, forward: Callable[[], object]
     def pre(module, inputs):
         alive.extend(inputs)
         calls.append([module, [key(t) for t in inputs
-                               if isinstance(t, torch.Tensor)], None])
+                               if isinstance(t, torch.Tensor)], None, None])
 
     def post(module, inputs, output):
         if isinstance(output, torch.Tensor):
             alive.append(output)
             for call in reversed(calls):
                 if call[0] is module and call[2] is None:
-                    call[2] = key(output)
+                    call[2], call[3] = key(output), output.grad_fn
                     break
 
     leaves = [m for m in model.modules() if not list(m.children())]
     handles = [h for m in leaves for h in (m.register_forward_pre_hook(pre),
                                            m.register_forward_hook(post))]
     try:
-        with torch.no_grad():
-            forward()
+        with torch.enable_grad():
+            out = forward()
     finally:
         for h in handles:
             h.remove()
-    return [tuple(c) for c in calls]
+    readers: Dict[object, int] = {}
+    roots = [out] if isinstance(out, torch.Tensor) else \
+        [t for t in out if isinstance(t, torch.Tensor)]
+    stack = [t.grad_fn for t in roots if t.grad_fn is not None]
+    seen = set(stack)
+    while stack:
+        node = stack.pop()
+        for child, _ in node.next_functions:
+            if child is None:
+                continue
+            readers[child] = readers.get(child, 0) + 1
+            if child not in seen:
+                seen.add(child)
+                stack.append(child)
+    return [tuple(c) for c in calls], readers
 
 
 def find_pairs(model: nn.Module, forward: Callable[[], object],
                relu6: str = 'relu') -> List[Tuple[nn.Conv2d, List[nn.Module],
                                                   nn.Conv2d]]:
     """Candidate (first conv, modules between, second conv) from the call
-    order of ``forward()`` (see the module doc); not yet verified."""
-    calls = _trace(model, forward)
-    # output -> (module, its inputs) of the call that made it; a module
-    # that returns its input unchanged (Identity, Dropout in eval) makes
-    # nothing new and is skipped.
+    order of ``forward()`` (see the module doc): every tensor on the path
+    has exactly one reader. Verified afterwards by rescaling."""
+    calls, readers = _trace(model, forward)
+    # output -> (module, its inputs, autograd node) of the call that made
+    # it; a module that returns its input unchanged (Identity, Dropout in
+    # eval) makes nothing new and is skipped.
     producer = {}
-    for module, ins, out in calls:
+    for module, ins, out, node in calls:
         if out is not None and out not in ins:
-            producer[out] = (module, ins)
+            producer[out] = (module, ins, node)
     times_called = {}
-    for module, _, _ in calls:
+    for module, *_ in calls:
         times_called[id(module)] = times_called.get(id(module), 0) + 1
     allowed = _HOMOGENEOUS + ((nn.ReLU6, ) if relu6 == 'relu' else ())
     pairs = []
-    for module, ins, _ in calls:
+    for module, ins, _, _ in calls:
         # A conv called twice would be scaled for both calls.
         if not isinstance(module, nn.Conv2d) or len(ins) != 1 or \
                 times_called[id(module)] != 1:
             continue
         between, key = [], ins[0]
         while key in producer:
-            source, source_inputs = producer[key]
+            source, source_inputs, node = producer[key]
+            if node is None or readers.get(node, 0) != 1:
+                break  # read by something else too (a shortcut, an add)
             if isinstance(source, nn.Conv2d):
                 if source.out_channels == module.in_channels and \
                         times_called[id(source)] == 1 and \

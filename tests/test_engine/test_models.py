@@ -55,3 +55,62 @@ def test_mobilenet_depthwise_convs_are_quantized_per_channel():
     # for each of the 10 residual blocks, its input and its branch's end.
     assert sum(p.type in ('Conv2d', 'Linear') for p in plans) == 53
     assert len(plans) == 53 + 1 + 2 * 10
+
+
+def relu6_as_relu(model):
+    from mmlapq.quant.equalize import replace_relu6
+    replace_relu6(model, [n for n, m in model.named_modules()
+                          if isinstance(m, torch.nn.ReLU6)])
+    return model
+
+
+@pytest.mark.parametrize('config, pairs', [('resnet18_w4a4', 8),
+                                           ('mobilenet-v2_w4a4', 36)])
+def test_equalization_keeps_the_output(config, pairs):
+    """ResNet-18: conv1 -> conv2 of each BasicBlock (the shortcut add stops
+    every other pair); MobileNetV2: expand -> depthwise -> project in every
+    block, and project -> next expand where no shortcut reads it. Exact
+    against the float model with ReLU for ReLU6."""
+    from mmlapq.quant.equalize import equalize
+    model = build(config)
+    fold_batch_norms(model)
+    reference = relu6_as_relu(copy.deepcopy(model))
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    record = equalize(model, lambda: model(x, mode='tensor'))
+    assert len(record['pairs']) == pairs
+    with torch.no_grad():
+        want = reference(x, mode='tensor')
+        got = model(x, mode='tensor')
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-5 * want.abs().max())
+
+
+def test_an_equalized_reconstructed_model_reloads(tmp_path):
+    """The quantized checkpoint of an equalized MobileNetV2 whose rounding
+    was learned rebuilds it exactly (the ReLU6 -> ReLU swaps redone)."""
+    from mmlapq.engine.quantized_checkpoint import (
+        load_quantized_checkpoint, save_quantized_checkpoint)
+    from mmlapq.lapq import CalibrationSet
+    from mmlapq.registry import MODELS as LAPQ_MODELS
+    model = build('mobilenet-v2_w4a4')
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(8, 3, 32, 32, generator=g)
+    calib = CalibrationSet.from_tensors(x, torch.randint(0, 1000, (8, ),
+                                                         generator=g), 4)
+    quantizer = LAPQ_MODELS.build(dict(
+        type='mmlapq.LAPQQuantizer', w_per_channel=True, equalize=True,
+        init=dict(p=3.0), search=dict(method='none'),
+        rounding=dict(method='adaround', adaround=dict(iters=3)),
+        calib=dict(holdout_images=0), channels_last=False))
+    plans, _ = quantizer.quantize(model, calib)
+    assert any(m.weight_codes is not None for m in model.modules()
+               if hasattr(m, 'weight_codes'))
+    path = str(tmp_path / 'q.pth')
+    save_quantized_checkpoint(model, quantizer, plans, path)
+    reloaded = build('mobilenet-v2_w4a4')
+    load_quantized_checkpoint(reloaded, path)
+    relu6 = [[n for n, m in net.named_modules()
+              if isinstance(m, torch.nn.ReLU6)] for net in (model, reloaded)]
+    assert relu6[0] == relu6[1] == ['backbone.conv2.activate']
+    with torch.no_grad():
+        assert torch.equal(reloaded(x, mode='tensor'),
+                           model(x, mode='tensor'))

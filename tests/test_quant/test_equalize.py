@@ -136,8 +136,22 @@ class Residual(nn.Module):
 def test_a_tensor_read_elsewhere_is_not_scaled():
     model, x = Residual().eval(), probe()
     spread_channels(model.conv1, 0)
-    candidates = find_pairs(model, lambda: model(x))
-    assert [(a, b) for a, _, b in candidates] == [(model.conv1, model.conv2)]
+    # The autograd graph sees the add reading y: not even a candidate.
+    assert find_pairs(model, lambda: model(x)) == []
+    before = model(x)
+    record = equalize(model, lambda: model(x))
+    assert record['candidates'] == 0 and record['pairs'] == []
+    assert torch.equal(model(x), before)
+
+
+def test_the_rescaling_check_rejects_what_the_trace_missed(monkeypatch):
+    """A candidate the trace got wrong (here: forced) is rejected when
+    rescaling it changes the output."""
+    import mmlapq.quant.equalize as eq
+    model, x = Residual().eval(), probe()
+    spread_channels(model.conv1, 0)
+    monkeypatch.setattr(eq, 'find_pairs', lambda *a: [
+        (model.conv1, [model.relu], model.conv2)])
     before = model(x)
     record = equalize(model, lambda: model(x))
     assert record['candidates'] == 1 and record['pairs'] == []
