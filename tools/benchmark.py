@@ -32,7 +32,8 @@ def parse_args(argv=None):
                    'lp cd lapq gptq lapq_gptq (and the orders compared in '
                    'README: lapq_gptq_after lapq_gptq_before_all; '
                    'equalization and block reconstruction: cle_gptq '
-                   'adaround qdrop lapq_qdrop)')
+                   'adaround qdrop lapq_qdrop lapq_cle_qdrop '
+                   'lapq_cle_qdrop_between)')
     p.add_argument('--bits', nargs='+', help='e.g. w8a8 w4a4 w2a4')
     p.add_argument('--out', help='output folder (default '
                    'work_dirs/benchmark[_quick|_speed])')

@@ -24,6 +24,10 @@ quantizer = dict(
     target='integer',
     add_bits=8,               # residual adds' operands (integer target)
     shortcut_bits=8,          # residual shortcuts; None: the conv's codes
+    # Cross-layer equalization of the float model before quantizing
+    # (True, or dict(max_iters=100, tol=1e-4, relu6='relu',
+    # absorb_bias=False)); docs/reconstruction.md
+    equalize=False,
     init=dict(
         method='lp',          # 'lp' | 'max' | 'aciq' | 'percentile'
         mode='sequential',    # 'sequential' | 'independent'
@@ -35,10 +39,16 @@ quantizer = dict(
     # best of the orders measured at 4 bits and below). method='nearest' is
     # LAPQ as published; use it at 8 bits.
     rounding=dict(
-        method='gptq',        # 'nearest' | 'gptq'
-        order='before_search',  # 'before_search' | 'after_search'
+        method='gptq',        # 'nearest' | 'gptq' | 'adaround'
+        # 'before_search' | 'after_search' | 'between_searches'
+        order='before_search',
         gptq=dict(damp=0.01, block_size=128, act_order=False,
-                  max_columns=8192)),
+                  max_columns=8192),
+        # block reconstruction (docs/reconstruction.md); drop_prob=0.5 is
+        # QDrop
+        adaround=dict(iters=500, batch_size=32, lr=0.01, reg_weight=0.01,
+                      warmup=0.2, beta_start=20.0, beta_end=2.0,
+                      drop_prob=0.0, seed=0)),
     search=dict(
         method='powell',      # 'powell' | 'coordinate' | 'none'
         maxiter=2,

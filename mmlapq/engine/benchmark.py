@@ -70,27 +70,34 @@ METHODS = {
                  dict(method='adaround', adaround=dict(drop_prob=0.0))),
     'qdrop': (dict(method='lp', p=None), dict(method='none'),
               dict(method='adaround', adaround=dict(drop_prob=0.5))),
-    # LAPQ with both (README "MobileNetV2 at 4 bits and below"):
-    # equalization, the Lp init, the joint search over every clip, QDrop
-    # at the clips it found, a second search over the activation clips
+    # LAPQ with block reconstruction (docs/reconstruction.md), the order
+    # measured best: QDrop at the Lp init's clips, then the search over the
+    # activation clips
     'lapq_qdrop': (dict(method='lp', p=None),
-                   dict(method='powell', variables='all'),
-                   dict(method='adaround', order='between_searches',
+                   dict(method='powell', variables='activations'),
+                   dict(method='adaround', order='before_search',
                         adaround=dict(drop_prob=0.5))),
-    # the other order: QDrop at the Lp init's clips, then the search over
-    # the activation clips
-    'lapq_qdrop_before': (dict(method='lp', p=None),
-                          dict(method='powell', variables='activations'),
-                          dict(method='adaround', order='before_search',
-                               adaround=dict(drop_prob=0.5))),
+    # the same after equalization
+    'lapq_cle_qdrop': (dict(method='lp', p=None),
+                       dict(method='powell', variables='activations'),
+                       dict(method='adaround', order='before_search',
+                            adaround=dict(drop_prob=0.5))),
+    # the other order: equalization, the search over every clip, QDrop at
+    # its clips, a second search over the activation clips
+    'lapq_cle_qdrop_between': (dict(method='lp', p=None),
+                               dict(method='powell', variables='all'),
+                               dict(method='adaround',
+                                    order='between_searches',
+                                    adaround=dict(drop_prob=0.5))),
 }
 # Quantizer settings a method sets whatever the config says.
 METHOD_QUANT = {
     'cle_gptq': dict(equalize=True),
     'adaround': dict(equalize=False),
     'qdrop': dict(equalize=False),
-    'lapq_qdrop': dict(equalize=True),
-    'lapq_qdrop_before': dict(equalize=True),
+    'lapq_qdrop': dict(equalize=False),
+    'lapq_cle_qdrop': dict(equalize=True),
+    'lapq_cle_qdrop_between': dict(equalize=True),
 }
 DEFAULT_METHODS = ('max', 'l2', 'l3', 'aciq', 'lp', 'lapq')
 DEFAULT_BITS = ('w8a8', 'w4a8', 'w4a4', 'w3a3', 'w2a4')

@@ -138,8 +138,8 @@ def test_soft_rounding_starts_at_the_float_weight():
 def test_blocks_are_stages_and_composite_steps():
     model, obj = quantized_toy()
     # conv BN ReLU conv ReLU pool | conv ReLU pool | conv ReLU gap flatten fc
-    assert reconstruction_blocks(obj.steps) == [(0, 6), (6, 9), (9, 12),
-                                                 (12, 14)]
+    assert reconstruction_blocks(obj.steps) == [
+        (0, 6), (6, 9), (9, 12), (12, 14)]
 
     class Composite(nn.Module):
         def __init__(self):
