@@ -103,3 +103,30 @@ def test_resnet_and_mobilenet_configs(name):
     assert cfg.load_from == official_weights(folder)[meta_name]
     assert (cfg.quantizer.w_bits, cfg.quantizer.a_bits) == (4, 4)
     assert [h.type for h in cfg.custom_hooks][-1] == 'mmlapq.LAPQReportHook'
+
+
+@pytest.mark.parametrize('name', ['mobilenet-v2_w4a4',
+                                  'mobilenet-v2_fmnist_w4a4'])
+def test_mobilenet_configs_use_the_combination_measured_best(name):
+    """docs/reconstruction.md: per-channel weights, QDrop at the Lp init's
+    clips, then the search over the activation clips, no equalization."""
+    from mmengine.registry import init_default_scope
+
+    from mmlapq.engine.benchmark import METHOD_QUANT, METHODS
+    from mmlapq.registry import MODELS
+    init_default_scope('mmcls')
+    cfg = Config.fromfile(osp.join(REPO, 'configs', 'lapq', f'{name}.py'))
+    settings = MODELS.build(cfg.quantizer).settings()
+    assert settings['quant']['w_per_channel'] is True
+    assert settings['quant']['equalize'] is False
+    assert settings['search']['variables'] == 'activations'
+    rounding = settings['rounding']
+    assert (rounding['method'], rounding['order']) == ('adaround',
+                                                       'before_search')
+    assert rounding['adaround']['drop_prob'] == 0.5
+    # the benchmark row the docs name is the same combination
+    init, search, row = METHODS['lapq_qdrop']
+    assert (row['method'], row['order'], row['adaround']['drop_prob'],
+            search['variables']) == ('adaround', 'before_search', 0.5,
+                                     'activations')
+    assert METHOD_QUANT['lapq_qdrop'] == dict(equalize=False)

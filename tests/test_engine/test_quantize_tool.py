@@ -20,7 +20,8 @@ CONFIG = osp.join(REPO, 'configs', 'lapq', 'vgg11_w4a4.py')
 # Subprocess runs of the tool: the slow suite (CI runs it).
 pytestmark = pytest.mark.slow
 
-FAST = ['quantizer.init.p_grid=[2.0,3.0,4.0]', 'quantizer.search.maxiter=1']
+FAST = ['quantizer.init.p_grid=[2.0,3.0,4.0]', 'quantizer.search.maxiter=1',
+        'quantizer.rounding.adaround.iters=5']
 
 
 @pytest.fixture(scope='module')
