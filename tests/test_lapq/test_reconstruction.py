@@ -6,7 +6,7 @@ held-out guard."""
 import pytest
 import torch
 import torch.nn as nn
-from toy import toy_data
+from toy import toy_data, trained_toy_chain
 from test_lapq.test_search_pipeline import quantized_toy
 
 from mmlapq.lapq import (CalibrationObjective, CalibrationSet,
@@ -170,7 +170,7 @@ def test_adaround_in_the_pipeline_under_the_guard(order):
                       holdout=CalibrationSet.from_tensors(x, y, 64))
     record = result.rounding
     assert record['method'] == 'adaround' and record['order'] == order
-    assert record['guard']['kept'] in ('nearest', 'QDrop')
+    assert record['guard']['kept'] in ('before', 'QDrop')
     kept_codes = record['guard']['kept'] == 'QDrop'
     assert all((m.weight_codes is not None) == kept_codes
                for m in layers_of(model))
@@ -180,8 +180,9 @@ def test_adaround_in_the_pipeline_under_the_guard(order):
 
 
 def test_guard_rejects_a_rounding_that_does_not_help(monkeypatch):
-    """A 'learned' rounding that makes every weight round away from nearest
-    raises the held-out loss: the guard puts nearest back."""
+    """A 'learned' rounding that sets every weight to zero raises the
+    held-out loss of an 8-bit model beyond the noise: the guard puts
+    nearest back."""
     import mmlapq.lapq.pipeline as pipeline
 
     def bad_rounding(objective, settings, log, broadcast):
@@ -190,18 +191,47 @@ def test_guard_rejects_a_rounding_that_does_not_help(monkeypatch):
                 if layer.weight_quantizer is not None:
                     wq = layer.weight_quantizer
                     codes = wq.grid.to_codes(layer.weight.detach(), wq.alpha)
-                    layer.set_weight_codes(
-                        (codes + 1).clamp(wq.grid.qmin, wq.grid.qmax))
+                    layer.set_weight_codes(codes * 0)
         return {}
 
     monkeypatch.setattr(pipeline, 'reconstruct', bad_rounding)
+    model = trained_toy_chain(0)  # trained on toy_data(seed=0)'s classes
+    quantize_model(model, QuantSettings(w_bits=8, a_bits=8))
+    x, y = toy_data(384, seed=0)
+    obj = CalibrationObjective(chain_of_sequential(model),
+                               CalibrationSet.from_tensors(x[:256], y[:256],
+                                                           64), model=model)
+    x, y = x[256:], y[256:]
+    result = run_lapq(obj, InitSettings(p=3.0), SearchSettings(max_evals=5),
+                      rounding=RoundingSettings('adaround'),
+                      holdout=CalibrationSet.from_tensors(x, y, 64))
+    guard = result.rounding['guard']
+    assert guard['kept'] == 'before' and guard['delta'] > 2 * guard['se']
+    assert all(m.weight_codes is None for m in layers_of(model))
+
+
+def test_guard_keeps_a_rounding_that_does_not_hurt(monkeypatch):
+    """A rounding that changes nothing (the nearest codes, written as
+    learned ones) is kept: only a significant rise undoes it."""
+    import mmlapq.lapq.pipeline as pipeline
+
+    def same_rounding(objective, settings, log, broadcast):
+        for layers in objective.step_layers:
+            for layer in layers:
+                if layer.weight_quantizer is not None:
+                    wq = layer.weight_quantizer
+                    layer.set_weight_codes(wq.grid.to_codes(
+                        layer.weight.detach(), wq.alpha))
+        return {}
+
+    monkeypatch.setattr(pipeline, 'reconstruct', same_rounding)
     model, obj = quantized_toy(bits=3)
     x, y = toy_data(128, seed=7)
     result = run_lapq(obj, InitSettings(p=3.0), SearchSettings(max_evals=5),
                       rounding=RoundingSettings('adaround'),
                       holdout=CalibrationSet.from_tensors(x, y, 64))
-    assert result.rounding['guard']['kept'] == 'nearest'
-    assert all(m.weight_codes is None for m in layers_of(model))
+    assert result.rounding['guard']['kept'] == 'AdaRound'
+    assert all(m.weight_codes is not None for m in layers_of(model))
 
 
 def test_settings_are_checked():
@@ -214,4 +244,3 @@ def test_settings_are_checked():
     with pytest.raises(ValueError, match='rounding.method'):
         RoundingSettings('brecq')
     assert RoundingSettings('adaround').method_settings()['iters'] == 500
-    assert chain_of_sequential  # the toy chain helper stays importable
