@@ -2,9 +2,10 @@
 (AdaRound, Nagel et al. 2020; BRECQ, Li et al. 2021; QDrop, Wei et al. 2022)
 at the clips LAPQ chose.
 
-Blocks are runs of the chain's steps: a residual or inverted-residual block
-(one step) is a block; single layers (VGG's convs, ReLUs, pools) are grouped
-up to and including the next pooling step, so a VGG block is a stage. Block
+Blocks are runs of the chain's steps: a step with several weighted layers (a
+residual or inverted-residual block) is a block; steps with one (VGG's
+ConvModules, a stem conv) or none (ReLUs, pools) are grouped up to and
+including the next pooling step, so a VGG block is a stage. Block
 by block, in order:
 
 - its inputs come from the quantized network with every earlier block's
@@ -82,7 +83,8 @@ def reconstruction_blocks(steps: Sequence[nn.Module]
     for i, step in enumerate(steps):
         weighted = [m for m in quant_layers(step).values()
                     if getattr(m, 'weight_quantizer', None) is not None]
-        single = isinstance(step, nn.Linear) or isinstance(step, nn.Conv2d)
+        # one weighted layer (a conv, or mmcv's ConvModule around one)
+        single = len(weighted) == 1
         if weighted and not single and has_weights:
             blocks.append((start, i))  # a composite step is its own block
             start = i

@@ -150,3 +150,21 @@ def test_cached_loss_equals_the_full_forward(config):
         assert cached.loss() == pytest.approx(full_loss(), rel=1e-6), name
         if 0 < i < 6:  # read from the entry the previous move stored
             assert cached.steps_run - before < full_steps, name
+
+
+@pytest.mark.parametrize('config, blocks', [
+    # VGG-11-BN: five stages (ConvModules up to their max pool), then the
+    # neck and the head
+    ('configs/fmnist/vgg11bn_fmnist.py',
+     [(0, 2), (2, 4), (4, 7), (7, 10), (10, 13), (13, 15)]),
+    # ResNet-18: the stem up to its max pool, eight blocks, neck + head
+    ('configs/lapq/resnet18_w4a4.py',
+     [(0, 4)] + [(i, i + 1) for i in range(4, 12)] + [(12, 14)]),
+])
+def test_reconstruction_blocks_of_mmcls_models(config, blocks):
+    from mmlapq.lapq.reconstruction import reconstruction_blocks
+    from mmlapq.quant import QuantSettings, quantize_model
+    model = build(Config.fromfile(config).model)
+    quantize_model(model, QuantSettings())
+    steps = build_chain(model, torch.randn(2, 3, 32, 32))
+    assert reconstruction_blocks(steps) == blocks
