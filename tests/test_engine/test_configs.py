@@ -105,11 +105,15 @@ def test_resnet_and_mobilenet_configs(name):
     assert [h.type for h in cfg.custom_hooks][-1] == 'mmlapq.LAPQReportHook'
 
 
-@pytest.mark.parametrize('name', ['mobilenet-v2_w4a4',
-                                  'mobilenet-v2_fmnist_w4a4'])
-def test_mobilenet_configs_use_the_combination_measured_best(name):
-    """docs/reconstruction.md: per-channel weights, QDrop at the Lp init's
-    clips, then the search over the activation clips, no equalization."""
+@pytest.mark.parametrize('name, per_channel', [
+    ('mobilenet-v2_w4a4', True), ('mobilenet-v2_fmnist_w4a4', True),
+    ('resnet18_w4a4', False), ('resnet18_fmnist_w4a4', False),
+    ('resnet50_w4a4', False)])
+def test_mobilenet_and_resnet_configs_use_the_combination_measured_best(
+        name, per_channel):
+    """docs/reconstruction.md: QDrop at the Lp init's clips, then the
+    search over the activation clips, no equalization; per-channel weights
+    on MobileNetV2."""
     from mmengine.registry import init_default_scope
 
     from mmlapq.engine.benchmark import METHOD_QUANT, METHODS
@@ -117,7 +121,7 @@ def test_mobilenet_configs_use_the_combination_measured_best(name):
     init_default_scope('mmcls')
     cfg = Config.fromfile(osp.join(REPO, 'configs', 'lapq', f'{name}.py'))
     settings = MODELS.build(cfg.quantizer).settings()
-    assert settings['quant']['w_per_channel'] is True
+    assert settings['quant']['w_per_channel'] is per_channel
     assert settings['quant']['equalize'] is False
     assert settings['search']['variables'] == 'activations'
     rounding = settings['rounding']
