@@ -9,7 +9,7 @@ load_from = ('https://download.openmmlab.com/mmclassification/v0/resnet/'
 # (docs/reconstruction.md): QDrop block reconstruction at the Lp init's
 # clips, then the search over the activation clips ('lapq_qdrop' in
 # tools/benchmark.py: W4A4 91.41, W3A3 90.29, W2A4 90.48, against 91.18 /
-# W3A3_GPTQ / 89.45 with GPTQ in its place).
+# 89.69 / 89.45 with GPTQ in its place).
 quantizer = dict(
     rounding=dict(method='adaround', order='before_search',
                   adaround=dict(drop_prob=0.5)),
