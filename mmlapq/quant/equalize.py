@@ -286,10 +286,8 @@ def replace_relu6(model: nn.Module, names: List[str]
         if not isinstance(module, nn.ReLU6):
             raise ValueError(f'{name} is not a ReLU6 ({type(module).__name__}'
                              '): the model is not the one that was equalized')
-        parent_name, _, child = name.rpartition('.')
-        parent = model.get_submodule(parent_name) if parent_name else model
         new[id(module)] = nn.ReLU(inplace=module.inplace)
-        setattr(parent, child, new[id(module)])
+        model.set_submodule(name, new[id(module)])
     return new
 
 

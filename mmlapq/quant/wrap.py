@@ -253,12 +253,6 @@ def _plan_group(candidates, settings: QuantSettings, w_bits, a_bits
     return plans
 
 
-def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition('.')
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, module)
-
-
 def quantize_model(model: nn.Module, settings: QuantSettings
                    ) -> List[LayerPlan]:
     """Fold BN (if asked) and swap the planned layers for quantized ones, in
@@ -275,8 +269,8 @@ def quantize_model(model: nn.Module, settings: QuantSettings
             raise ValueError(f'layer {plan.name} is already quantized: build '
                              'a fresh float model before quantize_model()')
         if isinstance(layer, ACT_TYPES):
-            _set_submodule(model, plan.name,
-                           QuantAct(layer, Grid(plan.a_bits, a_kind)))
+            model.set_submodule(plan.name,
+                                QuantAct(layer, Grid(plan.a_bits, a_kind)))
             continue
         if isinstance(layer, POOL_TYPES):
             quantize_module_input(layer, Grid(plan.a_bits, a_kind))
@@ -289,7 +283,7 @@ def quantize_model(model: nn.Module, settings: QuantSettings
             per_channel=settings.w_per_channel,
             weight_mean_correction=settings.bias_correction == 'mean',
             int_bias=settings.target == 'integer')
-        _set_submodule(model, plan.name, qlayer)
+        model.set_submodule(plan.name, qlayer)
     if settings.target == 'integer' and settings.act_quant == 'layer_inputs':
         added = [LayerPlan(name, kind, None, bits)
                  for name, kind, bits in quantize_residual_adds(
