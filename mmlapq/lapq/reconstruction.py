@@ -81,8 +81,7 @@ def reconstruction_blocks(steps: Sequence[nn.Module]
     weight (see the module doc)."""
     blocks, start, has_weights = [], 0, False
     for i, step in enumerate(steps):
-        weighted = [m for m in quant_layers(step).values()
-                    if getattr(m, 'weight_quantizer', None) is not None]
+        weighted = _weighted_layers(step)
         # one weighted layer (a conv, or mmcv's ConvModule around one)
         single = len(weighted) == 1
         if weighted and not single and has_weights:
@@ -110,6 +109,11 @@ class _Block(nn.Module):
         for step in self.steps:
             x = step(x)
         return x
+
+
+def _weighted_layers(module: nn.Module) -> List[nn.Module]:
+    return [m for m in quant_layers(module).values()
+            if getattr(m, 'weight_quantizer', None) is not None]
 
 
 def _act_quantizers(block: nn.Module) -> list:
@@ -142,8 +146,8 @@ def reconstruct(objective: CalibrationObjective,
                 broadcast: Optional[Callable] = None) -> dict:
     """Learn the rounding of every quantized weight of the objective's
     chain at its current clips (see the module doc); the layers keep the
-    codes. Returns a record: blocks, per block the output error (mean per
-    image) with nearest rounding and after, and seconds.
+    codes. Returns a record: per block its steps, the output error (mean
+    per image) with nearest rounding and after, and seconds.
 
     ``broadcast`` (distributed runs): every process takes rank 0's codes
     of each block before the next block's inputs are computed."""
@@ -157,21 +161,22 @@ def reconstruct(objective: CalibrationObjective,
     for index, (start, end) in enumerate(blocks):
         t0 = time.perf_counter()
         block = _Block(steps[start:end]).eval()
-        layers = [m for m in quant_layers(block).values()
-                  if getattr(m, 'weight_quantizer', None) is not None]
+        layers = _weighted_layers(block)
         with quantization_disabled(block):
             targets = _run(block, fp_inputs)
         for layer in layers:
             layer.set_weight_codes(None)
-        before = _error(block, q_inputs, targets)
+        before = _error(_run(block, q_inputs), targets)
         if settings.iters > 0 and layers and not stop_requested():
             _optimise(block, layers, fp_inputs, q_inputs, targets, settings,
                       generator)
-        after = _error(block, q_inputs, targets)
+        q_outputs = _run(block, q_inputs)
+        after = _error(q_outputs, targets)
         if broadcast is not None:
             for layer in layers:
                 if layer.weight_codes is not None:
                     layer.set_weight_codes(broadcast(layer.weight_codes))
+            q_outputs = _run(block, q_inputs)  # with rank 0's codes
         records.append(dict(steps=[start, end], layers=len(layers),
                             error_nearest=before, error=after,
                             seconds=time.perf_counter() - t0))
@@ -180,21 +185,20 @@ def reconstruct(objective: CalibrationObjective,
                 f'{start}..{end - 1}, {len(layers)} layers): output error '
                 f'{before:.4g} -> {after:.4g}, '
                 f'{records[-1]["seconds"]:.1f} s')
-        if end < len(steps):
-            with quantization_disabled(block):
-                fp_inputs = _run(block, fp_inputs)
-            q_inputs = _run(block, q_inputs)
+        # The next block's inputs: the float block's outputs are its
+        # targets, the quantized block's were just computed.
+        fp_inputs, q_inputs = targets, q_outputs
     objective.clear_cache()
-    return dict(blocks=records, **{k: v for k, v in vars(settings).items()})
+    return dict(blocks=records)
 
 
-def _error(block: nn.Module, inputs, targets) -> float:
+def _error(outputs: List[torch.Tensor], targets: List[torch.Tensor]
+           ) -> float:
     """Mean over images of the summed squared output error."""
     total, count = 0.0, 0
-    with torch.no_grad():
-        for x, y in zip(inputs, targets):
-            total += float((block(x) - y).float().pow(2).flatten(1).sum())
-            count += x.shape[0]
+    for out, y in zip(outputs, targets):
+        total += float((out - y).float().pow(2).flatten(1).sum())
+        count += out.shape[0]
     return total / max(count, 1)
 
 
