@@ -245,13 +245,14 @@ def _verified(pairs, forward, relu6: str, generator: torch.Generator
     """The pairs whose random rescaling leaves the output unchanged (with
     the pair's ReLU6 computing ReLU, when it has one: that is what the
     equalized model will compute)."""
-    kept = []
+    kept, unscaled = [], _logits(forward)
     for first, between, second in pairs:
         scale = torch.empty(first.out_channels).uniform_(
             0.5, 2.0, generator=generator)
         swapped = _swap_relu6(between) if relu6 == 'relu' else []
         try:
-            reference = _logits(forward)
+            # The unscaled output changes only when a ReLU6 was swapped.
+            reference = _logits(forward) if swapped else unscaled
             scaled = _scaled_output(forward, first, second, scale)
         finally:
             _restore_relu6(swapped)
