@@ -59,7 +59,11 @@ quantizer = dict(
     calib=dict(num_images=512, seed=0, batch_size=64, holdout_images=512),
 )
 
-custom_hooks = [
+# The LAPQ stages. Not `custom_hooks`, which many stock configs set (an
+# EMAHook, say) and which mmengine refuses to take from two bases: the tools
+# append these to whatever `custom_hooks` the model's config has
+# (mmlapq/engine/config.py).
+lapq_hooks = [
     dict(type='mmlapq.FP32EvalHook', enable=True),
     dict(type='mmlapq.CalibrationHook'),
     dict(type='mmlapq.LAPQHook', evaluate_init=False),

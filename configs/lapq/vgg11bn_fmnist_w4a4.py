@@ -19,7 +19,7 @@ quantizer = dict(
     # CPU cores; maxiter=2 (the reference's) roughly doubles the search time.
     search=dict(maxiter=1))
 
-custom_hooks = [
+lapq_hooks = [
     dict(type='mmlapq.FP32EvalHook', enable=True),
     dict(type='mmlapq.CalibrationHook'),
     dict(type='mmlapq.LAPQHook', evaluate_init=True),

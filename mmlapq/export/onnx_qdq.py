@@ -162,6 +162,12 @@ def _plain_layer(layer: nn.Module) -> nn.Module:
     if bias is not None:
         plain.bias = nn.Parameter(bias.detach().clone())
     plain = plain.to(weight.device)
+    if getattr(layer, 'same_padding', False):
+        # Pad first, then the QDQ below, then Conv: the runtime fuses the
+        # QDQ with the conv (zero padding commutes with the quantization).
+        pad = layer.pad
+        plain.register_forward_pre_hook(
+            lambda _, args: (pad(args[0]), ) + tuple(args[1:]))
     quantizer = layer.input_quantizer
     if quantizer is not None:
         if quantizer.grid.kind == 'midrise':
@@ -335,6 +341,20 @@ def _constants_to_initializers(graph: _Graph) -> None:
         graph.initializers[node.output[0]] = graph.graph.initializer[-1]
 
 
+def _undo_shared_initializers(graph: _Graph) -> None:
+    """The exporter stores equal parameters once and reads the others
+    through Identity nodes (equal biases of a random or zero-initialised
+    model): each gets its own initializer again, so that every layer's
+    weight and bias can be replaced by its own integer codes."""
+    from onnx import numpy_helper
+    for node in [n for n in graph.graph.node if n.op_type == 'Identity'
+                 and n.input[0] in graph.initializers]:
+        array = numpy_helper.to_array(graph.initializers[node.input[0]])
+        graph.graph.node.remove(node)
+        graph.constant(node.output[0], array)
+        graph.initializers[node.output[0]] = graph.graph.initializer[-1]
+
+
 def _value(graph: _Graph, name: str) -> Optional[np.ndarray]:
     from onnx import numpy_helper
     tensor = graph.initializers.get(name)
@@ -452,6 +472,7 @@ def export_qdq(model: nn.Module, example: torch.Tensor, path: str,
     if opset != DEFAULT_OPSET:
         onnx_model = version_converter.convert_version(onnx_model, opset)
     graph = _Graph(onnx_model)
+    _undo_shared_initializers(graph)
     consumers = {n.input[1]: n for n in graph.graph.node
                  if n.op_type in ('Conv', 'Gemm') and len(n.input) > 1}
     written = {}

@@ -41,6 +41,7 @@ import torch
 import torch.nn as nn
 
 from .grids import check_choice, check_type
+from .qmodules import has_same_padding
 
 RELU6_MODES = ('relu', 'keep')
 # Ops between the two convs that commute with a positive per-channel scale.
@@ -367,6 +368,8 @@ def _absorb_biases(model: nn.Module, pairs, forward) -> int:
 
 
 def _padding(conv: nn.Conv2d) -> tuple:
+    if has_same_padding(conv):
+        return (1, )  # padded by the input's size at each call
     padding = conv.padding
     if isinstance(padding, str):
         return (0, ) if padding == 'valid' else (1, )

@@ -76,6 +76,8 @@ class HessianAccumulator:
         layer = self.layer
         if isinstance(layer, nn.Linear):
             return x.reshape(-1, self.dim).t().unsqueeze(0)
+        if hasattr(layer, 'pad_input'):
+            x = layer.pad_input(x)  # 'same' padding by the input's size
         padding = layer.padding
         if layer.padding_mode != 'zeros' or isinstance(padding, str):
             # What nn.Conv2d pads: 'same' may pad one more on the right.

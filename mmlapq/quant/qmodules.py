@@ -282,19 +282,63 @@ class QuantLayerMixin:
         return f'{w}; {a}'
 
 
+def has_same_padding(conv: nn.Module) -> bool:
+    """Whether ``conv`` pads its input as TensorFlow's 'same' does, by its
+    size at each call (mmcv's Conv2dAdaptivePadding, in EfficientNet)."""
+    return bool(getattr(conv, 'same_padding', False)) or \
+        type(conv).__name__ == 'Conv2dAdaptivePadding'
+
+
+class SamePad2d(nn.Module):
+    """Zero padding as TensorFlow's 'same': the output has ceil(size /
+    stride) positions, the odd pixel (if any) padded on the right / bottom.
+    The padding depends on the input size, so it is computed per call."""
+
+    def __init__(self, kernel_size, stride, dilation):
+        super().__init__()
+        self.kernel_size, self.stride = tuple(kernel_size), tuple(stride)
+        self.dilation = tuple(dilation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = []
+        for size, k, s, d in zip(x.shape[-2:], self.kernel_size,
+                                 self.stride, self.dilation):
+            out = -(-size // s)  # ceil
+            total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
+            pads.append((total // 2, total - total // 2))
+        (top, bottom), (left, right) = pads
+        if top or bottom or left or right:
+            x = F.pad(x, [left, right, top, bottom])
+        return x
+
+
 class QuantConv2d(QuantLayerMixin, nn.Conv2d):
-    """nn.Conv2d with a quantized weight and a fake-quantized input."""
+    """nn.Conv2d with a quantized weight and a fake-quantized input. A
+    float conv with TensorFlow 'same' padding (``has_same_padding``) keeps
+    it: the (quantized) input is zero-padded by its size at each call,
+    which commutes with quantizing it, as zero is on every input grid."""
+
+    same_padding = False
 
     @staticmethod
     def _empty_like(conv: nn.Conv2d) -> 'QuantConv2d':
-        return QuantConv2d(conv.in_channels, conv.out_channels,
-                           conv.kernel_size, stride=conv.stride,
-                           padding=conv.padding, dilation=conv.dilation,
-                           groups=conv.groups, bias=conv.bias is not None,
-                           padding_mode=conv.padding_mode, device='meta')
+        q = QuantConv2d(conv.in_channels, conv.out_channels,
+                        conv.kernel_size, stride=conv.stride,
+                        padding=conv.padding, dilation=conv.dilation,
+                        groups=conv.groups, bias=conv.bias is not None,
+                        padding_mode=conv.padding_mode, device='meta')
+        if has_same_padding(conv):
+            q.same_padding = True
+            q.pad = SamePad2d(conv.kernel_size, conv.stride, conv.dilation)
+        return q
+
+    def pad_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The input as the convolution itself sees it (its 'same' padding
+        applied; the conv's own static padding is not)."""
+        return self.pad(x) if self.same_padding else x
 
     def _float_forward(self, x, w, b):
-        return self._conv_forward(x, w, b)
+        return self._conv_forward(self.pad_input(x), w, b)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.quant_forward(x)

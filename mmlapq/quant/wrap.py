@@ -20,7 +20,8 @@ from .bn_fold import fold_batch_norms
 from .equalize import EqualizeSettings
 from .grids import Grid, check_bits, check_choice, check_type
 from .qmodules import (ACT_TYPES, POOL_TYPES, QUANT_LAYER_TYPES, QuantAct,
-                       QuantConv2d, QuantLinear, quantize_module_input)
+                       QuantConv2d, QuantLinear, has_same_padding,
+                       quantize_module_input)
 from .residual import quantize_residual_adds
 
 FLOAT_TYPES = {'Conv2d': nn.Conv2d, 'Linear': nn.Linear}
@@ -160,8 +161,10 @@ def plan_layers(model: nn.Module, settings: QuantSettings) -> List[LayerPlan]:
     pattern matches no candidate layer, or when nothing would be quantized.
     """
     types = tuple(FLOAT_TYPES[t] for t in settings.layer_types)
+    read_directly = _layers_read_directly(model)
     weighted = [(n, m) for n, m in model.named_modules()
-                if isinstance(m, types + (QuantConv2d, QuantLinear))]
+                if isinstance(m, types + (QuantConv2d, QuantLinear))
+                and n not in read_directly]
     acts = []
     if settings.act_quant == 'relu_outputs':
         inside = {id(m.act) for _, m in model.named_modules()
@@ -179,6 +182,10 @@ def plan_layers(model: nn.Module, settings: QuantSettings) -> List[LayerPlan]:
                 f'layer pattern {pattern!r} matches no '
                 f'{"/".join(settings.layer_types)} layer; layer names look '
                 f'like: {shown or "(none)"}')
+    for name, module in weighted:
+        if _matches(name, settings.include) and \
+                not _matches(name, settings.exclude):
+            _check_forward_reproduced(name, module)
     at_relus = settings.act_quant == 'relu_outputs'
     a_bits = None if at_relus else settings.a_bits
     groups = [_plan_group(weighted, settings, settings.w_bits, a_bits),
@@ -203,6 +210,41 @@ def plan_layers(model: nn.Module, settings: QuantSettings) -> List[LayerPlan]:
         plans = sorted(plans + _plan_pools(model, plans, settings),
                        key=lambda p: order[p.name])
     return plans
+
+
+def _layers_read_directly(model: nn.Module) -> set:
+    """Linear layers whose weights their parent reads without calling them
+    (nn.MultiheadAttention's out_proj): a quantized twin would never run,
+    so they stay float."""
+    return {f'{name}.{child}' if name else child
+            for name, module in model.named_modules()
+            if isinstance(module, nn.MultiheadAttention)
+            for child, _ in module.named_children()}
+
+
+# Conv2d / Linear subclasses whose forward computes what their base class's
+# does (mmcv's wrappers only add a path for empty inputs); 'same' padding
+# (quant.qmodules.has_same_padding) is reproduced by QuantConv2d itself.
+_FORWARD_AS_BASE = ('mmcv.cnn.bricks.wrappers.Conv2d',
+                    'mmcv.cnn.bricks.wrappers.Linear')
+
+
+def _check_forward_reproduced(name: str, module: nn.Module) -> None:
+    """A layer of a Conv2d / Linear subclass with a forward of its own
+    (weight standardisation, masked or deformable convs) would lose it in
+    its quantized twin: refuse it, naming the way out."""
+    cls = type(module)
+    if isinstance(module, (QuantConv2d, QuantLinear)) or \
+            has_same_padding(module):
+        return
+    base = nn.Conv2d if isinstance(module, nn.Conv2d) else nn.Linear
+    if cls.forward is base.forward or \
+            f'{cls.__module__}.{cls.__qualname__}' in _FORWARD_AS_BASE:
+        return
+    raise ValueError(
+        f'layer {name} is a {cls.__name__}, whose forward mmlapq cannot '
+        f'reproduce in a quantized layer: leave it float with '
+        f"quantizer.exclude=['{name}'] (or a pattern matching all of them)")
 
 
 def _plan_pools(model: nn.Module, plans: List[LayerPlan],

@@ -67,7 +67,7 @@ def test_vgg_config(name):
     assert (q.w_bits, q.a_bits) == (4, 4)
     assert q.search.method == 'powell' and q.search.maxiter == 2
     assert q.calib.num_images == 512 and len(q.init.p_grid) == 10
-    assert [h.type for h in cfg.custom_hooks] == [
+    assert [h.type for h in cfg.lapq_hooks] == [
         'mmlapq.FP32EvalHook', 'mmlapq.CalibrationHook', 'mmlapq.LAPQHook',
         'mmlapq.LAPQReportHook']
     assert 'mmlapq' in cfg.custom_imports.imports
@@ -102,7 +102,7 @@ def test_resnet_and_mobilenet_configs(name):
     assert without_scope(cfg.model) == stock.model.to_dict()
     assert cfg.load_from == official_weights(folder)[meta_name]
     assert (cfg.quantizer.w_bits, cfg.quantizer.a_bits) == (4, 4)
-    assert [h.type for h in cfg.custom_hooks][-1] == 'mmlapq.LAPQReportHook'
+    assert [h.type for h in cfg.lapq_hooks][-1] == 'mmlapq.LAPQReportHook'
 
 
 @pytest.mark.parametrize('name, per_channel', [
