@@ -22,6 +22,22 @@ def pytest_configure(config):
     config.addinivalue_line(
         'markers', 'slow: end-to-end runs of the tools in a subprocess '
         '(minutes); CI runs them, -m "not slow" skips them')
+    config.addinivalue_line(
+        'markers', 'mmpretrain: needs mmpretrain (and mmcls, to compare); '
+        "CI's second job runs them in a venv that has both")
+
+
+@pytest.fixture
+def mmpretrain():
+    """Tests on mmpretrain: skipped where it is not installed, failed where
+    MMLAPQ_EXPECT_MMPRETRAIN=1 says it must be (CI's mmpretrain job)."""
+    import importlib.util
+    if importlib.util.find_spec('mmpretrain') is None:
+        message = ('mmpretrain is not installed: bash tools/setup.sh '
+                   'mmpretrain (README "Quick start")')
+        if os.environ.get('MMLAPQ_EXPECT_MMPRETRAIN') == '1':
+            pytest.fail(message)
+        pytest.skip(message)
 
 
 @pytest.fixture

@@ -1,11 +1,13 @@
 # VGG-11 with BN (mmcls's own VGG class) on Fashion-MNIST: the embedded
 # default model of mmlapq. Gray 28x28 images are resized to 32x32 and repeated
 # into three channels; the ImageNet classifier is replaced by a global average
-# pool and one linear layer.
+# pool and one linear layer. The same config serves mmcls and mmpretrain
+# (which names only differ: mmlapq.PackInputs packs for the library that
+# runs).
 #
 #   python tools/prepare_fmnist.py
 #   python tools/train.py configs/fmnist/vgg11bn_fmnist.py
-_base_ = ['mmcls::_base_/default_runtime.py']
+_base_ = ['../_base_/default_runtime.py']
 
 custom_imports = dict(imports=['mmlapq'], allow_failed_imports=False)
 
@@ -33,12 +35,12 @@ train_pipeline = [
     dict(type='RandomCrop', crop_size=32, padding=2),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(type='mmlapq.GrayToRGB'),
-    dict(type='PackClsInputs'),
+    dict(type='mmlapq.PackInputs'),
 ]
 test_pipeline = [
     dict(type='Resize', scale=32),
     dict(type='mmlapq.GrayToRGB'),
-    dict(type='PackClsInputs'),
+    dict(type='mmlapq.PackInputs'),
 ]
 
 train_dataloader = dict(

@@ -27,6 +27,7 @@ from ..report import (benchmark_markdown, plot_loss_surface, plot_run,
 from .calibration import build_calibration_set
 from .chain import classifier_logits
 from .checkpoint import load_float_checkpoint
+from .compat import init_scope
 from .env import collect_run_env
 from .errors import LAPQError
 from .evaluation import evaluate, metrics_top
@@ -393,8 +394,7 @@ def run_benchmark(cfg, opts: BenchmarkOptions) -> dict:
     tool prints: ``text`` and, for the quick kind, the gate's ``problems``.
     """
     from mmengine.logging import MMLogger
-    from mmengine.registry import init_default_scope
-    init_default_scope(cfg.get('default_scope', 'mmcls'))
+    init_scope(cfg)
     logger = MMLogger.get_instance('mmlapq_benchmark', log_level='INFO')
     methods = opts.get('methods')
     unknown = [m for m in methods if m not in METHODS]

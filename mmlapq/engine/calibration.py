@@ -19,6 +19,7 @@ from torch.utils.data import Sampler
 from ..lapq.calib import CalibrationSet
 from ..registry import DATA_SAMPLERS
 from .data_checks import reading_data
+from .compat import gt_labels
 from .datasets import build_dataset, calibration_dataset_cfg
 from .errors import LAPQError
 
@@ -97,9 +98,8 @@ def preprocess_batches(loader, model: torch.nn.Module) -> CalibrationSet:
         for batch in loader:
             data = model.data_preprocessor(batch, False)
             inputs.append(data['inputs'])
-            labels.append(torch.cat([s.gt_label.label for s in
-                                     data['data_samples']]).to(
-                                         data['inputs'].device))
+            labels.append(gt_labels(data['data_samples']).to(
+                data['inputs'].device))
     return CalibrationSet(inputs, labels)
 
 

@@ -7,6 +7,7 @@ from typing import List, Optional
 from mmengine.config import Config
 from mmengine.logging import print_log
 
+from .compat import scope_of
 from .errors import LAPQError
 
 
@@ -26,6 +27,9 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
     if 'quantizer' not in cfg:
         raise LAPQError(f'config {path} has no `quantizer`: inherit '
                         'configs/_base_/lapq_w4a4.py')
+    # A config without a scope (the Fashion-MNIST ones) runs on the
+    # installed library; one naming a missing library fails here.
+    cfg.default_scope = scope_of(cfg)
     attach_lapq_hooks(cfg)
     return cfg
 

@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 from .checkpoint import check_checkpoint_exists, load_float_checkpoint
+from .compat import accuracy_metric, gt_labels, init_scope
 from .errors import LAPQError
 
 
@@ -26,10 +27,10 @@ def build_model(cfg, checkpoint: str) -> nn.Module:
     checkpoint of mmlapq (in the memory format of the run that wrote it, so
     it computes what that run evaluated), or loaded strictly from a float
     one."""
-    from mmengine.registry import MODELS, init_default_scope
+    from mmengine.registry import MODELS
 
     from .quantized_checkpoint import load_quantized_checkpoint
-    init_default_scope(cfg.get('default_scope', 'mmcls'))
+    init_scope(cfg)
     check_checkpoint_exists(checkpoint, 'as CHECKPOINT')
     model_cfg = dict(cfg.model)
     model_cfg.setdefault('data_preprocessor', cfg.get('data_preprocessor'))
@@ -87,8 +88,8 @@ def compare_with_onnxruntime(cfg, checkpoint: str, onnx_path: str,
     the largest absolute logit difference. Predictions and top-1 are
     mmcls's: the argmax of the softmax scores (two logits a hair apart can
     have equal float32 scores; mmcls then takes the lower class)."""
-    from mmcls.evaluation import Accuracy
     model = build_model(cfg, checkpoint)
+    Accuracy = accuracy_metric()
     session = ort_session(onnx_path)
     agree, max_diff = 0, 0.0
     scores = dict(torch=[], onnxruntime=[])
@@ -122,8 +123,7 @@ def preprocessed_test_set(cfg, model: nn.Module,
     with torch.no_grad():
         for batch in test_loader(cfg, batch_size, num_images):
             data = model.data_preprocessor(batch, False)
-            labels = torch.cat([s.gt_label.label
-                                for s in data['data_samples']])
+            labels = gt_labels(data['data_samples'])
             batches.append((data['inputs'].numpy(), labels.numpy()))
     return batches
 

@@ -11,6 +11,7 @@ import shutil
 from typing import Optional
 
 from .checkpoint import check_checkpoint_exists, load_float_checkpoint
+from .compat import init_scope
 from .data_checks import check_datasets, reading_data
 from .dist import init_distributed, ranks_agree
 from .errors import LAPQError
@@ -38,11 +39,10 @@ def quantize_from_config(cfg, eval_quantized: Optional[str] = None,
     whose search state is in the work dir. SIGINT / SIGTERM finish the run
     at its best point (see engine/interrupt.py). Returns the run's
     state."""
-    from mmengine.registry import init_default_scope
     from mmengine.runner import Runner
 
     from ..registry import MODELS
-    init_default_scope(cfg.get('default_scope', 'mmcls'))
+    init_scope(cfg)
     if osp.exists(cfg.work_dir) and not osp.isdir(cfg.work_dir):
         raise LAPQError(f'work dir {cfg.work_dir} is an existing file, not a '
                         'folder: pass another path with --work-dir')

@@ -4,6 +4,8 @@ import math
 from collections import OrderedDict
 from typing import List, Optional
 
+from .report import library_line
+
 
 def _mean_std(values: List[float]) -> tuple:
     """Mean and sample standard deviation (0 for one value)."""
@@ -54,7 +56,7 @@ def benchmark_markdown(rows: List[dict], header: dict,
              f"checkpoint `{header['checkpoint']}`; calibration "
              f"{header['calib_images']} images (training split); test "
              f"{header['test_images']} images; {env['device']}; "
-             f"torch {env['torch']}, mmcls {env['mmcls']}, mmengine "
+             f"torch {env['torch']}, {library_line(env)}, mmengine "
              f"{env['mmengine']}, mmlapq {env['mmlapq']}; {env['date']}", '']
     if summary:
         seeds = header.get('seeds', [])

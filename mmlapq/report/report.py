@@ -7,6 +7,13 @@ import torch
 from ..fileio import write_text
 
 
+def library_line(env: dict) -> str:
+    """'mmcls 1.0.0rc6' / 'mmpretrain 1.2.0' of a run's environment (reports
+    written before mmpretrain support name mmcls only)."""
+    library = env.get('library', 'mmcls')
+    return f"{library} {env.get('library_version', env.get(library))}"
+
+
 def _clip_value(alpha: Optional[torch.Tensor]):
     if alpha is None:
         return None
@@ -106,7 +113,7 @@ def write_markdown(report: dict, path: str) -> None:
             f"{_fmt(row['a_bits'])} | {_fmt(row['w_clip_init'], 4)} -> "
             f"{_fmt(row['w_clip'], 4)} | {_fmt(row['a_clip_init'], 4)} -> "
             f"{_fmt(row['a_clip'], 4)} |")
-    lines += ['', f"torch {env['torch']}, mmcls {env['mmcls']}, mmengine "
+    lines += ['', f"torch {env['torch']}, {library_line(env)}, mmengine "
               f"{env['mmengine']}, mmlapq {env['mmlapq']}, {env['device']}, "
               f"{env['date']}", '']
     write_text(path, '\n'.join(lines))

@@ -1,0 +1,97 @@
+"""Backbones of the mmcls zoo (tests/zoo.py): the wrapped model computes
+the float model when no clip is applied, and a user's config for each
+(stock config + our base) quantizes end to end, reloads and, where the ops
+allow, exports."""
+import importlib.util
+import json
+import os.path as osp
+
+import pytest
+import torch
+from imagenet_fixture import label_val_by_model, make_imagenet_folder
+from zoo import SIZE, ZOO, build_zoo_model, save_zoo_checkpoint, \
+    write_user_config
+
+from mmlapq.quant import QuantSettings, quantization_disabled, quantize_model
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+LAPQ_BASE = osp.join(REPO, 'configs', '_base_', 'lapq_w4a4.py')
+
+
+def _logits(model, x):
+    out = model(x, mode='tensor')
+    return out[-1] if isinstance(out, (tuple, list)) else out
+
+
+@pytest.mark.parametrize('name', sorted(ZOO))
+def test_wrapped_model_without_clips_is_the_float_model(name):
+    """Every Conv2d / Linear of the backbone is wrapped (BN folded) and,
+    with quantization off, the logits are the float model's: TF 'same'
+    padding (EfficientNet), grouped and depthwise convs, SE blocks, layer
+    scale and attention included."""
+    model = build_zoo_model(name)
+    x = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator()
+                    .manual_seed(0))
+    with torch.no_grad():
+        ref = _logits(model, x)
+        plans = quantize_model(model, QuantSettings())
+        with quantization_disabled(model):
+            out = _logits(model, x)
+    assert len([p for p in plans if p.w_bits]) > 10
+    # Folding BN reorders float sums: relative to the logits' scale.
+    scale = float(ref.abs().max())
+    assert float((out - ref).abs().max()) <= 1e-4 * scale, name
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location(
+        'quantize_tool', osp.join(REPO, 'tools', 'quantize.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# A short run: 4 calibration images, p fixed, nearest rounding (GPTQ takes
+# minutes on the ResNet-50s at any input size; it is tested elsewhere), six
+# loss evaluations of the search.
+SHORT = ['quantizer.init.p=2.0', 'quantizer.rounding.method=nearest',
+         'quantizer.calib.holdout_images=0', 'quantizer.calib.batch_size=4']
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', sorted(ZOO))
+def test_user_config_quantizes_reloads_and_exports(name, tmp_path, capsys):
+    root = make_imagenet_folder(str(tmp_path / 'data'), num_train=8,
+                                num_val=6)
+    config = write_user_config(str(tmp_path / f'{name}.py'), name, root,
+                               LAPQ_BASE)
+    ckpt = save_zoo_checkpoint(name, str(tmp_path / 'float.pth'))
+    label_val_by_model(root, ckpt, config)  # FP32 top-1 is 100%
+    tool = _tool()
+    work_dir = str(tmp_path / 'run')
+    assert tool.main([config, '--checkpoint', ckpt, '--work-dir', work_dir,
+                      '--calib-images', '4', '--max-evals', '6',
+                      '--cfg-options', f'experiment_name={name}_q',
+                      *SHORT]) == 0
+    report = json.load(open(osp.join(work_dir, 'lapq_report.json')))
+    quantized = [row for row in report['layers'] if row['w_bits']]
+    assert len(quantized) > 10
+    assert report['fp32']['top1'] == 100.0
+    qckpt = osp.join(work_dir, 'lapq_quantized.pth')
+    capsys.readouterr()
+    assert tool.main([config, '--eval-quantized', qckpt, '--work-dir',
+                      str(tmp_path / 'reload'), '--cfg-options',
+                      f'experiment_name={name}_r']) == 0
+    line = [ln for ln in capsys.readouterr().out.splitlines()
+            if ln.startswith('quantized model')]
+    metrics = eval(line[0].split(':', 1)[1])  # the metrics dict it printed
+    assert metrics['accuracy/top1'] == report['quantized']['top1']
+    if ZOO[name][1]:
+        from mmlapq.engine.config import load_config
+        from mmlapq.engine.export import (compare_with_onnxruntime,
+                                          export_onnx)
+        cfg = load_config(config)
+        onnx_path = str(tmp_path / 'model.onnx')
+        export_onnx(cfg, qckpt, onnx_path)
+        check = compare_with_onnxruntime(cfg, qckpt, onnx_path)
+        assert check['agreement'] == 100.0, check

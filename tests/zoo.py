@@ -1,0 +1,114 @@
+"""Backbones of the OpenMMLab zoo, built from the library's own stock
+configs at a small input size with random weights: what a user's own model
+looks like to mmlapq."""
+import os
+import os.path as osp
+
+import torch
+
+# name: (stock config under the library's configs/, exported to ONNX by
+# tools/export.py); README "Your own model" lists the same.
+ZOO = {
+    'efficientnet-b0': ('efficientnet/efficientnet-b0_8xb32_in1k.py', True),
+    'mobilenet-v3-small': ('mobilenet_v3/mobilenet-v3-small_8xb128_in1k.py',
+                           True),
+    'shufflenet-v2': ('shufflenet_v2/shufflenet-v2-1x_16xb64_in1k.py', True),
+    'regnetx-400mf': ('regnet/regnetx-400mf_8xb128_in1k.py', True),
+    'repvgg-a0': ('repvgg/repvgg-A0_8xb32_in1k.py', True),
+    'resnext50': ('resnext/resnext50-32x4d_8xb32_in1k.py', True),
+    'seresnet50': ('seresnet/seresnet50_8xb32_in1k.py', True),
+    'densenet121': ('densenet/densenet121_4xb256_in1k.py', True),
+    'convnext-t': ('convnext/convnext-tiny_32xb128_in1k.py', False),
+    'deit-t': ('deit/deit-tiny_pt-4xb256_in1k.py', False),
+    'swin-t': ('swin_transformer/swin-tiny_16xb64_in1k.py', False),
+    'mobileone-s0': ('mobileone/mobileone-s0_8xb32_in1k.py', True),
+}
+SIZE = 64  # input pixels: small enough for a test, large enough for Swin
+
+
+def library_config_dir(library: str = 'mmcls') -> str:
+    import importlib
+    return osp.join(osp.dirname(importlib.import_module(library).__file__),
+                    '.mim', 'configs')
+
+
+# What makes the transformers take SIZE x SIZE images.
+SMALL_INPUT = {
+    'deit-t': dict(backbone=dict(img_size=SIZE)),
+    'swin-t': dict(backbone=dict(img_size=SIZE, pad_small_map=True)),
+}
+
+
+def write_user_config(path: str, name: str, data_root: str,
+                      lapq_base: str) -> str:
+    """The config a user writes for their own model: the stock config, our
+    base, and a data pipeline at SIZE pixels."""
+    stock = ZOO[name][0]
+    text = f"""_base_ = ['mmcls::{stock}', '{lapq_base}']
+pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='ResizeEdge', scale={SIZE + SIZE // 8}, edge='short'),
+    dict(type='CenterCrop', crop_size={SIZE}),
+    dict(type='PackClsInputs'),
+]
+test_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False,
+                       dataset=dict(data_root='{data_root}',
+                                    pipeline=pipeline))
+train_dataloader = dict(batch_size=4, num_workers=0,
+                        persistent_workers=False,
+                        dataset=dict(data_root='{data_root}',
+                                     pipeline=pipeline))
+"""
+    with open(path, 'w') as f:
+        f.write(text + (f'model = {SMALL_INPUT[name]!r}\n'
+                        if name in SMALL_INPUT else ''))
+    return path
+
+
+def build_zoo_model(name: str, seed: int = 0) -> torch.nn.Module:
+    """The stock model at SIZE pixels, random weights, random BN statistics
+    (so that folding them is not the identity), eval mode."""
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+    init_default_scope('mmcls')
+    cfg = Config.fromfile(osp.join(library_config_dir(), ZOO[name][0]))
+    if name in SMALL_INPUT:
+        cfg.merge_from_dict(dict(model=SMALL_INPUT[name]))
+    torch.manual_seed(seed)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    randomize_norm_statistics(model)
+    return model.eval()
+
+
+def randomize_norm_statistics(model: torch.nn.Module) -> None:
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                n = module.num_features
+                module.running_mean.copy_(torch.rand(n, generator=gen) - 0.5)
+                module.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+
+
+def informative_head(model: torch.nn.Module, probe: torch.Tensor) -> None:
+    """Scale the classifier so its logits spread over a few units: mmcls
+    initialises it at std 0.01, whose near-uniform scores leave top-1 and
+    the loss blind to quantization."""
+    with torch.no_grad():
+        logits = model(probe, mode='tensor')
+        scale = 3.0 / max(float(logits.std()), 1e-12)
+        for module in model.head.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.weight.mul_(scale)
+                if module.bias is not None:
+                    module.bias.mul_(scale)
+
+
+def save_zoo_checkpoint(name: str, path: str) -> str:
+    model = build_zoo_model(name)
+    informative_head(model, torch.randn(8, 3, SIZE, SIZE))
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    torch.save(dict(meta=dict(mmcls_version='1.0.0rc6'),
+                    state_dict=model.state_dict()), path)
+    return path
