@@ -134,3 +134,46 @@ def test_mobilenet_and_resnet_configs_use_the_combination_measured_best(
             search['variables']) == ('adaround', 'before_search', 0.5,
                                      'activations')
     assert METHOD_QUANT['lapq_qdrop'] == dict(equalize=False)
+
+
+STAGES = ['mmlapq.FP32EvalHook', 'mmlapq.CalibrationHook', 'mmlapq.LAPQHook',
+          'mmlapq.LAPQReportHook']
+
+
+def _user_config(tmp_path, stock: str, extra: str = '') -> str:
+    path = tmp_path / 'user.py'
+    path.write_text(f"_base_ = ['mmcls::{stock}', "
+                    f"'{REPO}/configs/_base_/lapq_w4a4.py']\n{extra}")
+    return str(path)
+
+
+def test_stages_join_the_hooks_of_a_stock_config(tmp_path):
+    """RegNet's stock config has its own custom_hooks (an EMAHook and a
+    PreciseBNHook): the
+    one-line _base_ of README loads, the stages follow the config's own
+    hooks, and the EMAHook, which would swap other weights in before every
+    evaluation, is left out."""
+    from mmlapq.engine.config import load_config
+    regnet = 'regnet/regnetx-400mf_8xb128_in1k.py'
+    cfg = load_config(_user_config(tmp_path, regnet))
+    # Its PreciseBNHook acts after training epochs only: it stays.
+    assert [h['type'] for h in cfg.custom_hooks] == ['PreciseBNHook',
+                                                     *STAGES]
+    # Hooks of the user's own stay, before the stages.
+    config = _user_config(tmp_path, regnet,
+                          "custom_hooks = [dict(type='EMAHook'), "
+                          "dict(type='SyncBuffersHook')]\n")
+    cfg = load_config(config)
+    assert [h['type'] for h in cfg.custom_hooks] == ['SyncBuffersHook',
+                                                     *STAGES]
+    assert cfg.default_scope == 'mmcls'
+
+
+def test_config_without_stages_fails_with_one_line(tmp_path):
+    from mmlapq.engine import LAPQError
+    from mmlapq.engine.config import load_config
+    path = tmp_path / 'bare.py'
+    path.write_text("_base_ = ['mmcls::vgg/vgg11_8xb32_in1k.py']\n"
+                    "quantizer = dict(type='mmlapq.LAPQQuantizer')\n")
+    with pytest.raises(LAPQError, match='lapq_hooks.*inherit configs/'):
+        load_config(str(path))

@@ -193,3 +193,23 @@ def test_codes_rescale_with_the_clip():
     layer.weight_quantizer.set_alpha(1.0)  # the cache sees the new clip
     w, _ = layer.quantized_weight_and_bias()
     assert torch.allclose(w, codes / 7)
+
+
+@pytest.mark.parametrize('k,stride,size', [(3, 2, 9), (5, 2, 10), (3, 1, 7)])
+def test_same_padding_hessian_known_answer(k, stride, size):
+    """EfficientNet's convs pad by the input's size at each call (TF
+    'same'): the Hessian of their quantized twin sees the padded patches."""
+    from mmcv.cnn.bricks import Conv2dAdaptivePadding
+    torch.manual_seed(0)
+    conv = Conv2dAdaptivePadding(4, 6, k, stride=stride, bias=False).double()
+    layer = QuantConv2d.from_float(conv, None, None)
+    x = torch.randn(2, 4, size, size, dtype=torch.float64)
+    acc = HessianAccumulator(layer)
+    acc.add(x)
+    h = acc.hessian()
+    with torch.no_grad():
+        y = conv(x)
+    for o in range(6):
+        w = conv.weight[o].detach().reshape(-1)
+        assert float(w @ h[0] @ w) == pytest.approx(
+            float(2 * y[:, o].square().mean()), rel=1e-9)

@@ -259,3 +259,66 @@ def test_empirical_bias_correction_matches_output_means():
     torch.testing.assert_close(model(x).mean((0, 2, 3)),
                                float_weight_out.mean((0, 2, 3)), rtol=0,
                                atol=1e-5)
+
+
+@pytest.mark.parametrize('size', [9, 10, 15, 16])
+def test_same_padding_conv_keeps_its_padding(size):
+    """mmcv's Conv2dAdaptivePadding pads by the input size (EfficientNet);
+    its quantized twin computes the same outputs (odd sizes pad one more
+    on the right and bottom), quantized or not, and exports the padding."""
+    from mmcv.cnn.bricks import Conv2dAdaptivePadding
+    torch.manual_seed(0)
+    conv = Conv2dAdaptivePadding(3, 4, 5, stride=2)
+    model = nn.Sequential(conv)
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        ref = conv(x)
+        quantize_model(model, QuantSettings(first_last='same'))
+        layer = model[0]
+        assert isinstance(layer, QuantConv2d) and layer.same_padding
+        with quantization_disabled(model):
+            assert torch.equal(model(x), ref)
+        layer.input_quantizer.set_alpha(torch.tensor(4.0))
+        layer.input_quantizer.set_grid(Grid(4, 'signed'))
+        layer.weight_quantizer.set_alpha(conv.weight.abs().max())
+        expected = nn.functional.conv2d(
+            nn.functional.pad(layer.input_quantizer(x), _tf_same(size)),
+            layer.quantized_weight_and_bias()[0],
+            layer.quantized_weight_and_bias()[1], stride=2)
+        assert torch.allclose(model(x), expected, atol=1e-6)
+
+
+def _tf_same(size, k=5, s=2):
+    total = max((-(-size // s) - 1) * s + k - size, 0)
+    return [total // 2, total - total // 2] * 2
+
+
+def test_conv_with_a_forward_of_its_own_is_refused_by_name():
+    """A Conv2d subclass whose forward mmlapq cannot reproduce (weight
+    standardisation) stops the plan with one line naming it and the
+    exclude that leaves it float; excluded, the rest quantizes."""
+    from mmcv.cnn.bricks import ConvWS2d
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), ConvWS2d(4, 4, 3),
+                          nn.Conv2d(4, 4, 3))
+    with pytest.raises(ValueError, match=r"layer 1 is a ConvWS2d.*"
+                       r"quantizer.exclude=\['1'\]"):
+        plan_layers(model, QuantSettings())
+    plans = plan_layers(model, QuantSettings(exclude=['1']))
+    assert [p.name for p in plans] == ['0', '2']
+
+
+def test_multihead_attention_projection_stays_float():
+    """nn.MultiheadAttention reads out_proj's weight without calling it: a
+    quantized twin would never run, so it is not planned."""
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+            self.fc = nn.Linear(8, 8)
+
+        def forward(self, x):
+            return self.fc(self.attn(x, x, x)[0])
+
+    names = [p.name for p in plan_layers(Block(), QuantSettings(
+        first_last='same'))]
+    assert names == ['fc']
