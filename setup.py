@@ -1,4 +1,5 @@
-"""Installation of mmlapq, the LAPQ post-training quantization plugin for mmcls."""
+"""Installation of mmlapq, the LAPQ post-training quantization plugin for
+mmcls and mmpretrain."""
 import re
 from pathlib import Path
 
@@ -22,7 +23,6 @@ setup(
     # CUDA) first, as OpenMMLab projects do; see README "Install".
     install_requires=[
         'torch>=1.13',
-        'mmcls==1.0.0rc6',
         'mmengine>=0.7.0,<1.0',
         'mmcv-lite>=2.0.0rc4,<2.1.0',
         'scipy>=1.7',
@@ -30,5 +30,10 @@ setup(
         'matplotlib>=3.5',
         'setuptools<80',  # mmengine's `mmcls::` config lookup imports pkg_resources
     ],
-    extras_require={'tests': ['pytest>=7']},
+    # The classification library: pip install -e .[mmcls] or .[mmpretrain]
+    # (mmpretrain imports torchvision: install one that matches your torch
+    # first; README "Quick start").
+    extras_require={'mmcls': ['mmcls==1.0.0rc6'],
+                    'mmpretrain': ['mmpretrain==1.2.0'],
+                    'tests': ['pytest>=7']},
 )

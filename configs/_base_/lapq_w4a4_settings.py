@@ -1,7 +1,7 @@
 # LAPQ W4A4 settings and stages. Inherit configs/_base_/lapq_w4a4.py (this
 # plus custom_imports) after a model's config; inherit this file directly when
 # the model's config already imports mmlapq. Every key is documented in
-# README "Config keys".
+# docs/config.md.
 
 quantizer = dict(
     type='mmlapq.LAPQQuantizer',
@@ -35,7 +35,7 @@ quantizer = dict(
         p_grid=[2.0, 2.2222, 2.4444, 2.6667, 2.8889, 3.1111, 3.3333,
                 3.5556, 3.7778, 4.0]),
     # How weights take their grid points: GPTQ at the Lp init's clips, then
-    # the joint search over the activation clips (README "Rounding": the
+    # the joint search over the activation clips (docs/rounding.md: the
     # best of the orders measured at 4 bits and below). method='nearest' is
     # LAPQ as published; use it at 8 bits.
     rounding=dict(

@@ -56,7 +56,7 @@ METHODS = {
     'lapq_gptq_before_all': (dict(method='lp', p=None),
                              dict(method='powell', variables='all'),
                              dict(method='gptq', order='before_search')),
-    # The combination chosen by measurement (README "Rounding"): GPTQ at the
+    # The combination chosen by measurement (docs/rounding.md): GPTQ at the
     # Lp init's clips, then the search over the activation clips.
     'lapq_gptq': (dict(method='lp', p=None),
                   dict(method='powell', variables='activations'),

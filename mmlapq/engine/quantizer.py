@@ -2,7 +2,7 @@
 
     quantizer = dict(
         type='mmlapq.LAPQQuantizer',
-        w_bits=4, a_bits=4,                      # see README "Config keys"
+        w_bits=4, a_bits=4,                      # see docs/config.md
         init=dict(method='lp', mode='sequential', p=None, p_grid=[...]),
         search=dict(method='powell', maxiter=2, max_evals=None),
         calib=dict(num_images=512, seed=0, batch_size=64))
@@ -88,8 +88,8 @@ class LAPQQuantizer:
                                  "grid: use bias_correction='empirical' or "
                                  "'none'")
         except TypeError as exc:  # an unknown key
-            raise LAPQError(f'quantizer settings: {exc}; see README "Config '
-                            'keys"') from None
+            raise LAPQError(f'quantizer settings: {exc}; see '
+                            'docs/config.md') from None
         except ValueError as exc:
             raise LAPQError(f'quantizer settings: {exc}') from None
         self.calib = dict(CALIB_DEFAULTS, **calib)
