@@ -341,6 +341,19 @@ def _constants_to_initializers(graph: _Graph) -> None:
         graph.initializers[node.output[0]] = graph.graph.initializer[-1]
 
 
+def _unexported_layer(graph: _Graph, name: str, layer) -> str:
+    """Why a layer has no Conv / Gemm node that reads its weight."""
+    weight = f'{_PREFIX}{name}.weight'
+    readers = {n.op_type for n in graph.graph.node if weight in n.input}
+    if isinstance(layer, nn.Linear) and readers & {'MatMul', 'Transpose'}:
+        return (f'{name}: a Linear on a tensor of more than 2 dimensions '
+                'exports as MatMul, which the QDQ export does not handle '
+                'yet (transformers, ConvNeXt): evaluate the quantized '
+                'checkpoint in PyTorch (tools/quantize.py --eval-quantized)')
+    return f'{name}: no Conv or Gemm node reads its weight in the exported ' \
+        'graph'
+
+
 def _undo_shared_initializers(graph: _Graph) -> None:
     """The exporter stores equal parameters once and reads the others
     through Identity nodes (equal biases of a random or zero-initialised
@@ -482,8 +495,7 @@ def export_qdq(model: nn.Module, example: torch.Tensor, path: str,
             continue
         node = consumers.get(f'{_PREFIX}{name}.weight')
         if node is None:
-            raise ExportError(f'{name}: no Conv or Gemm node reads its '
-                              'weight in the exported graph')
+            raise ExportError(_unexported_layer(graph, name, layer))
         row = dict(weight='FLOAT', input=_input_type(layer))
         if layer.weight_quantizer is not None:
             row['weight'] = _quantize_weight(graph, node, name, layer,
