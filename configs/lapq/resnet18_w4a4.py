@@ -1,16 +1,7 @@
 # LAPQ W4A4 of mmcls's ImageNet ResNet-18, official checkpoint (69.90).
 #   python tools/quantize.py configs/lapq/resnet18_w4a4.py
-_base_ = ['mmcls::resnet/resnet18_8xb32_in1k.py', '../_base_/lapq_w4a4.py']
+_base_ = ['mmcls::resnet/resnet18_8xb32_in1k.py',
+          '../_base_/lapq_w4a4_resnet.py']
 
 load_from = ('https://download.openmmlab.com/mmclassification/v0/resnet/'
              'resnet18_8xb32_in1k_20210831-fbbb1da6.pth')
-
-# The ResNet family's rounding, measured on the Fashion-MNIST ResNet-18
-# (docs/reconstruction.md): QDrop block reconstruction at the Lp init's
-# clips, then the search over the activation clips ('lapq_qdrop' in
-# tools/benchmark.py: W4A4 91.41, W3A3 90.29, W2A4 90.48, against 91.18 /
-# 89.69 / 89.45 with GPTQ in its place).
-quantizer = dict(
-    rounding=dict(method='adaround', order='before_search',
-                  adaround=dict(drop_prob=0.5)),
-    search=dict(variables='activations'))

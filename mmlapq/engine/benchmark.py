@@ -122,6 +122,7 @@ def build_runner(cfg, work_dir: str, checkpoint: Optional[str],
     from mmengine.runner import Runner
     cfg = copy.deepcopy(cfg)
     cfg.work_dir, cfg.load_from, cfg.custom_hooks = work_dir, None, []
+    init_scope(cfg)
     if test_images is not None:
         cfg.test_dataloader.dataset.indices = int(test_images)
     runner = Runner.from_cfg(cfg)

@@ -54,9 +54,12 @@ def scope_of(cfg) -> str:
 
 
 def init_scope(cfg) -> str:
-    """Start the registries in the scope of ``cfg``; returns it."""
+    """Start the registries in the scope of ``cfg`` and write it into
+    ``cfg.default_scope`` (where a Runner built from ``cfg`` reads it: a
+    config without one would run in mmengine's scope); returns it."""
     from mmengine.registry import init_default_scope
     scope = scope_of(cfg)
+    cfg.default_scope = scope
     init_default_scope(scope)
     return scope
 

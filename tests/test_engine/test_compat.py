@@ -7,6 +7,7 @@ import os.path as osp
 import pytest
 import torch
 from mmengine.config import Config
+from inprocess import printed_top1, quantize_tool
 from mmengine.structures import BaseDataElement
 
 from mmlapq.engine import LAPQError
@@ -98,24 +99,10 @@ def test_mmcls_weights_give_the_same_logits_in_mmpretrain(name, mmpretrain):
         assert torch.equal(ours(x, mode='tensor'), twin(x, mode='tensor'))
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location(
-        'quantize_tool', osp.join(REPO, 'tools', 'quantize.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 SLICE = ['--calib-images', '32', '--max-evals', '6', '--cfg-options',
          'quantizer.init.p_grid=[2.0,3.0,4.0]',
          'quantizer.calib.holdout_images=32',
          'test_dataloader.dataset.indices=300']
-
-
-def _printed_top1(capsys) -> float:
-    line = [ln for ln in capsys.readouterr().out.splitlines()
-            if ln.startswith('quantized model')]
-    return eval(line[0].split(':', 1)[1])['accuracy/top1']
 
 
 @pytest.mark.slow
@@ -125,7 +112,7 @@ def test_demo_is_bit_identical_on_both_and_checkpoints_cross_over(
     """The Fashion-MNIST demo on a slice: the same clips, losses and top-1
     under mmcls and mmpretrain, and each run's quantized checkpoint
     evaluates to the same top-1 under the other library."""
-    tool = _tool()
+    tool = quantize_tool()
     configs = dict(mmcls=osp.join(MMCLS_CONFIGS, 'vgg11bn_fmnist_w4a4.py'),
                    mmpretrain=osp.join(MMPRETRAIN_CONFIGS,
                                        'vgg11bn_fmnist_w4a4.py'))
@@ -157,7 +144,8 @@ def test_demo_is_bit_identical_on_both_and_checkpoints_cross_over(
                           '--cfg-options', 'test_dataloader.dataset.'
                           'indices=300', f'experiment_name=x_{reader}'
                           ]) == 0
-        assert _printed_top1(capsys) == reports[writer]['quantized']['top1']
+        assert printed_top1(capsys.readouterr().out) == \
+            reports[writer]['quantized']['top1']
 
 
 def _report(work_dir: str) -> dict:

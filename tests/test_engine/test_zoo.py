@@ -2,13 +2,13 @@
 the float model when no clip is applied, and a user's config for each
 (stock config + our base) quantizes end to end, reloads and, where the ops
 allow, exports."""
-import importlib.util
 import json
 import os.path as osp
 
 import pytest
 import torch
 from imagenet_fixture import label_val_by_model, make_imagenet_folder
+from inprocess import printed_top1, quantize_tool
 from zoo import SIZE, ZOO, build_zoo_model, save_zoo_checkpoint, \
     write_user_config
 
@@ -43,14 +43,6 @@ def test_wrapped_model_without_clips_is_the_float_model(name):
     assert float((out - ref).abs().max()) <= 1e-4 * scale, name
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location(
-        'quantize_tool', osp.join(REPO, 'tools', 'quantize.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 # A short run: 4 calibration images, p fixed, nearest rounding (GPTQ takes
 # minutes on the ResNet-50s at any input size; it is tested elsewhere), six
 # loss evaluations of the search.
@@ -67,7 +59,7 @@ def test_user_config_quantizes_reloads_and_exports(name, tmp_path, capsys):
                                LAPQ_BASE)
     ckpt = save_zoo_checkpoint(name, str(tmp_path / 'float.pth'))
     label_val_by_model(root, ckpt, config)  # the float model's top-1
-    tool = _tool()
+    tool = quantize_tool()
     work_dir = str(tmp_path / 'run')
     assert tool.main([config, '--checkpoint', ckpt, '--work-dir', work_dir,
                       '--calib-images', '4', '--max-evals', '6',
@@ -84,10 +76,8 @@ def test_user_config_quantizes_reloads_and_exports(name, tmp_path, capsys):
     assert tool.main([config, '--eval-quantized', qckpt, '--work-dir',
                       str(tmp_path / 'reload'), '--cfg-options',
                       f'experiment_name={name}_r']) == 0
-    line = [ln for ln in capsys.readouterr().out.splitlines()
-            if ln.startswith('quantized model')]
-    metrics = eval(line[0].split(':', 1)[1])  # the metrics dict it printed
-    assert metrics['accuracy/top1'] == report['quantized']['top1']
+    assert printed_top1(capsys.readouterr().out) == \
+        report['quantized']['top1']
     from mmlapq.engine.config import load_config
     from mmlapq.engine.export import compare_with_onnxruntime, export_onnx
     from mmlapq.engine import LAPQError
