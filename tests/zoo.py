@@ -18,9 +18,9 @@ ZOO = {
     'resnext50': ('resnext/resnext50-32x4d_8xb32_in1k.py', True),
     'seresnet50': ('seresnet/seresnet50_8xb32_in1k.py', True),
     'densenet121': ('densenet/densenet121_4xb256_in1k.py', True),
-    'convnext-t': ('convnext/convnext-tiny_32xb128_in1k.py', False),
-    'deit-t': ('deit/deit-tiny_pt-4xb256_in1k.py', False),
-    'swin-t': ('swin_transformer/swin-tiny_16xb64_in1k.py', False),
+    'convnext-t': ('convnext/convnext-tiny_32xb128_in1k.py', True),
+    'deit-t': ('deit/deit-tiny_pt-4xb256_in1k.py', True),
+    'swin-t': ('swin_transformer/swin-tiny_16xb64_in1k.py', True),
     'mobileone-s0': ('mobileone/mobileone-s0_8xb32_in1k.py', True),
 }
 SIZE = 64  # input pixels: small enough for a test, large enough for Swin

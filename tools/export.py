@@ -57,6 +57,10 @@ def main(argv=None) -> int:
                            args.batch_size, args.weight_storage)
         print(f"{out}: opset {info['opset']}, "
               f'{osp.getsize(out) / 1e6:.2f} MB')
+        if not info['dynamic_batch']:
+            print(f'  batch fixed at {args.batch_size}: the forward bakes '
+                  'its batch into reshapes, so a dynamic batch axis would '
+                  'compute other batches wrong (pass --batch-size N)')
         for name, row in info['layers'].items():
             print(f'  {name}: ' + ', '.join(f'{k} {v}'
                                             for k, v in row.items()))

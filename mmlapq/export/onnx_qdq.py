@@ -254,9 +254,11 @@ class _Graph:
         self.graph.initializer.remove(self.initializers.pop(name))
 
     def dequantized(self, node, index: int, name: str, codes: np.ndarray,
-                    onnx_type: int, scale: np.ndarray, axis: bool) -> None:
+                    onnx_type: int, scale: np.ndarray,
+                    axis: Optional[int]) -> None:
         """Replace input ``index`` of ``node`` (an initializer) by integer
-        ``codes`` of ``onnx_type`` and a DequantizeLinear at ``scale``."""
+        ``codes`` of ``onnx_type`` and a DequantizeLinear at ``scale``, one
+        per index of ``axis`` (None: one scale)."""
         from onnx import helper
         value = node.input[index]
         q = self.constant(f'{value}_quantized', codes, onnx_type)
@@ -264,7 +266,7 @@ class _Graph:
                              np.zeros(scale.shape, np.int64), onnx_type)
         scale = self.constant(f'{value}_scale', scale.astype(np.float32))
         self.remove_initializer(value)
-        attrs = dict(axis=0) if axis else {}
+        attrs = {} if axis is None else dict(axis=axis)
         self.insert_before(node, [helper.make_node(
             'DequantizeLinear', [q, scale, zero], [value],
             name=f'{name}/DequantizeLinear', **attrs)])
@@ -281,9 +283,13 @@ def _quantize_weight(graph: _Graph, node, name: str, layer,
     step = weight_step(layer).detach().cpu().numpy().astype(np.float32)
     per_channel = layer.weight_quantizer.channel_axis is not None
     step = step.reshape(-1) if per_channel else step.reshape(())
+    axis = 0 if per_channel else None
+    if node.op_type == 'MatMul':  # x @ W^T: the output channel is axis 1
+        codes = codes.T.copy()
+        axis = 1 if per_channel else None
     onnx_type = _weight_type(grid, storage)
     graph.dequantized(node, 1, f'{name}/weight', codes, onnx_type, step,
-                      per_channel)
+                      axis)
     return helper.tensor_dtype_to_string(onnx_type).split('.')[-1]
 
 
@@ -291,6 +297,10 @@ def _quantize_bias(graph: _Graph, node, name: str, layer) -> str:
     """The bias as INT32 codes at input step x weight step, or a float Add
     after the layer where the bias is not on that grid."""
     from onnx import TensorProto
+    if node.op_type == 'MatMul':
+        # The exporter adds the bias after the MatMul: the twin's bias,
+        # already on the integer grid, in a float Add.
+        return 'none' if layer.bias is None else 'FLOAT'
     if len(node.input) < 3 or not node.input[2]:
         return 'none'
     step = layer.bias_step()
@@ -301,7 +311,7 @@ def _quantize_bias(graph: _Graph, node, name: str, layer) -> str:
     step = step.detach().cpu().float()
     codes = torch.round(bias.detach().cpu().float() / step).numpy()
     graph.dequantized(node, 2, f'{name}/bias', codes.astype(np.int64),
-                      TensorProto.INT32, step.numpy(), True)
+                      TensorProto.INT32, step.numpy(), 0)
     return 'INT32'
 
 
@@ -339,6 +349,36 @@ def _constants_to_initializers(graph: _Graph) -> None:
         graph.graph.node.remove(node)
         graph.constant(node.output[0], array)
         graph.initializers[node.output[0]] = graph.graph.initializer[-1]
+
+
+def _transposed_weights(graph: _Graph) -> None:
+    """A Linear on a tensor of more than two dimensions exports as
+    MatMul(x, Transpose(W)): store W transposed instead, so that the
+    MatMul reads the weight initializer (then its DequantizeLinear), as a
+    runtime's QDQ MatMul fusion wants it."""
+    from onnx import numpy_helper
+    readers: Dict[str, list] = {}
+    for node in graph.graph.node:
+        for value in node.input:
+            readers.setdefault(value, []).append(node)
+    for node in list(graph.graph.node):
+        weight = node.input[0] if node.op_type == 'Transpose' else None
+        if weight not in graph.initializers or len(readers[weight]) != 1:
+            continue
+        perm = [a.ints for a in node.attribute if a.name == 'perm']
+        after = readers.get(node.output[0], [])
+        if not after or any(n.op_type != 'MatMul' for n in after) or \
+                (perm and list(perm[0]) != [1, 0]):
+            continue
+        array = numpy_helper.to_array(graph.initializers[weight]).T.copy()
+        graph.remove_initializer(weight)
+        graph.constant(weight, array)
+        graph.initializers[weight] = graph.graph.initializer[-1]
+        graph.graph.node.remove(node)
+        for reader in after:
+            for i, value in enumerate(reader.input):
+                if value == node.output[0]:
+                    reader.input[i] = weight
 
 
 def _unexported_layer(graph: _Graph, name: str, layer) -> str:
@@ -449,10 +489,12 @@ def _input_type(layer) -> str:
 
 def export_qdq(model: nn.Module, example: torch.Tensor, path: str,
                opset: Optional[int] = None,
-               weight_storage: str = 'int8') -> dict:
+               weight_storage: str = 'int8',
+               dynamic_batch: bool = True) -> dict:
     """Write ``model`` (quantized by mmlapq, or float) as ONNX to ``path``:
-    input ``input`` (preprocessed NCHW float32, any batch size), output
-    ``scores``. ``weight_storage``: 'int8' (every weight in INT8, what
+    input ``input`` (preprocessed NCHW float32, any batch size, or the
+    example's with ``dynamic_batch=False``), output ``scores``.
+    ``weight_storage``: 'int8' (every weight in INT8, what
     integer kernels run; default) or 'int4' (codes of 4 bits and below as
     INT4, opset 21). ``opset``: default 17, 21 for INT4 storage. Returns
     what was written: per layer, the element types of its weight, bias and
@@ -480,14 +522,17 @@ def export_qdq(model: nn.Module, example: torch.Tensor, path: str,
                           do_constant_folding=False, input_names=['input'],
                           output_names=['scores'],
                           dynamic_axes={'input': {0: 'batch'},
-                                        'scores': {0: 'batch'}})
+                                        'scores': {0: 'batch'}}
+                          if dynamic_batch else None)
     onnx_model = onnx.load_from_string(buffer.getvalue())
     if opset != DEFAULT_OPSET:
         onnx_model = version_converter.convert_version(onnx_model, opset)
     graph = _Graph(onnx_model)
     _undo_shared_initializers(graph)
+    _transposed_weights(graph)
     consumers = {n.input[1]: n for n in graph.graph.node
-                 if n.op_type in ('Conv', 'Gemm') and len(n.input) > 1}
+                 if n.op_type in ('Conv', 'Gemm', 'MatMul')
+                 and len(n.input) > 1}
     written = {}
     for name, layer in layers.items():
         if isinstance(layer, QuantInputMixin):
@@ -508,4 +553,5 @@ def export_qdq(model: nn.Module, example: torch.Tensor, path: str,
     onnx.checker.check_model(onnx_model, full_check=True)
     atomic_write(path, lambda tmp: onnx.save(onnx_model, tmp))
     return dict(path=path, opset=opset, weight_storage=weight_storage,
+                dynamic_batch=dynamic_batch,
                 layers=written)
