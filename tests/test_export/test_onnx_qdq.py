@@ -13,7 +13,7 @@ import mmlapq  # noqa: F401
 from mmlapq.engine.calibration import build_calibration_set
 from mmlapq.engine.export import ort_session
 from mmlapq.export import ExportError, export_qdq
-from mmlapq.quant import Grid, QuantConv2d
+from mmlapq.quant import Grid, QuantConv2d, QuantLinear
 from mmlapq.quant.int_weights import layer_weight_codes
 from mmlapq.registry import MODELS as LAPQ_MODELS
 
@@ -243,3 +243,51 @@ def test_relu6_becomes_the_code_range_of_the_next_quantizer(
     x = torch.randn(16, 2, 3, 3, generator=torch.Generator().manual_seed(2))
     ref, out = run_both(model, path, x)
     np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5)
+
+
+class TokenLinear(nn.Module):
+    """A Linear on tokens (batch, tokens, channels), as in a transformer:
+    the exporter writes MatMul(x, Transpose(W)) + Add(b)."""
+
+    def __init__(self, per_channel: bool):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = QuantLinear.from_float(
+            nn.Linear(6, 5), Grid(4), Grid(8, 'signed_full'),
+            per_channel=per_channel, int_bias=True)
+        self.fc.weight_quantizer.set_alpha(
+            self.fc.weight.abs().amax(1) if per_channel
+            else self.fc.weight.abs().max())
+        self.fc.input_quantizer.set_alpha(2.0)
+
+    def forward(self, x, mode='tensor'):
+        return self.fc(x.flatten(2).transpose(1, 2)).mean(1)
+
+
+@pytest.mark.parametrize('per_channel', [False, True])
+def test_linear_on_tokens_exports_as_quantized_matmul(tmp_path, per_channel):
+    """The MatMul reads the weight's INT8 codes through a DequantizeLinear
+    (per output channel on axis 1) and onnxruntime computes what PyTorch
+    computes."""
+    model = TokenLinear(per_channel).eval()
+    x = torch.randn(3, 6, 2, 2)
+    path = str(tmp_path / 'tokens.onnx')
+    info = export_qdq(model, x[:1], path)
+    assert info['layers']['fc'] == dict(weight='INT8', input=info['layers'][
+        'fc']['input'], bias='FLOAT')
+    graph = onnx.load(path).graph
+    matmul = [n for n in graph.node if n.op_type == 'MatMul']
+    assert len(matmul) == 1 and not [n for n in graph.node
+                                     if n.op_type == 'Transpose'
+                                     and n.input[0].endswith('weight')]
+    producer = {o: n for n in graph.node for o in n.output}
+    dq = producer[matmul[0].input[1]]
+    assert dq.op_type == 'DequantizeLinear'
+    codes = numpy_helper.to_array(
+        {i.name: i for i in graph.initializer}[dq.input[0]])
+    assert codes.dtype == np.int8 and codes.shape == (6, 5)
+    assert np.array_equal(codes.T, layer_weight_codes(model.fc).numpy())
+    with torch.no_grad():
+        expected = model(x).numpy()
+    out = ort_session(path).run(None, {'input': x.numpy()})[0]
+    assert np.abs(out - expected).max() < 1e-5
