@@ -322,3 +322,21 @@ def test_multihead_attention_projection_stays_float():
     names = [p.name for p in plan_layers(Block(), QuantSettings(
         first_last='same'))]
     assert names == ['fc']
+
+
+@pytest.mark.parametrize('padding, mode', [('same', 'zeros'),
+                                           ('same', 'reflect'),
+                                           ('valid', 'zeros')])
+def test_string_padding_is_kept(padding, mode):
+    """nn.Conv2d's own string padding ('same' pads one more on the right
+    for an even kernel) and padding modes survive the wrap."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 4, padding=padding,
+                                    padding_mode=mode))
+    x = torch.randn(2, 3, 9, 9)
+    with torch.no_grad():
+        ref = model(x)
+        quantize_model(model, QuantSettings(first_last='same'))
+        assert isinstance(model[0], QuantConv2d)
+        with quantization_disabled(model):
+            assert torch.equal(model(x), ref)
