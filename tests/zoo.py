@@ -6,22 +6,21 @@ import os.path as osp
 
 import torch
 
-# name: (stock config under the library's configs/, exported to ONNX by
-# tools/export.py); README "Your own model" lists the same.
+# name: stock config under the library's configs/; README "Quantize your
+# own model" lists the same (all of them export to ONNX).
 ZOO = {
-    'efficientnet-b0': ('efficientnet/efficientnet-b0_8xb32_in1k.py', True),
-    'mobilenet-v3-small': ('mobilenet_v3/mobilenet-v3-small_8xb128_in1k.py',
-                           True),
-    'shufflenet-v2': ('shufflenet_v2/shufflenet-v2-1x_16xb64_in1k.py', True),
-    'regnetx-400mf': ('regnet/regnetx-400mf_8xb128_in1k.py', True),
-    'repvgg-a0': ('repvgg/repvgg-A0_8xb32_in1k.py', True),
-    'resnext50': ('resnext/resnext50-32x4d_8xb32_in1k.py', True),
-    'seresnet50': ('seresnet/seresnet50_8xb32_in1k.py', True),
-    'densenet121': ('densenet/densenet121_4xb256_in1k.py', True),
-    'convnext-t': ('convnext/convnext-tiny_32xb128_in1k.py', True),
-    'deit-t': ('deit/deit-tiny_pt-4xb256_in1k.py', True),
-    'swin-t': ('swin_transformer/swin-tiny_16xb64_in1k.py', True),
-    'mobileone-s0': ('mobileone/mobileone-s0_8xb32_in1k.py', True),
+    'efficientnet-b0': 'efficientnet/efficientnet-b0_8xb32_in1k.py',
+    'mobilenet-v3-small': 'mobilenet_v3/mobilenet-v3-small_8xb128_in1k.py',
+    'shufflenet-v2': 'shufflenet_v2/shufflenet-v2-1x_16xb64_in1k.py',
+    'regnetx-400mf': 'regnet/regnetx-400mf_8xb128_in1k.py',
+    'repvgg-a0': 'repvgg/repvgg-A0_8xb32_in1k.py',
+    'resnext50': 'resnext/resnext50-32x4d_8xb32_in1k.py',
+    'seresnet50': 'seresnet/seresnet50_8xb32_in1k.py',
+    'densenet121': 'densenet/densenet121_4xb256_in1k.py',
+    'convnext-t': 'convnext/convnext-tiny_32xb128_in1k.py',
+    'deit-t': 'deit/deit-tiny_pt-4xb256_in1k.py',
+    'swin-t': 'swin_transformer/swin-tiny_16xb64_in1k.py',
+    'mobileone-s0': 'mobileone/mobileone-s0_8xb32_in1k.py',
 }
 SIZE = 64  # input pixels: small enough for a test, large enough for Swin
 
@@ -43,7 +42,7 @@ def write_user_config(path: str, name: str, data_root: str,
                       lapq_base: str) -> str:
     """The config a user writes for their own model: the stock config, our
     base, and a data pipeline at SIZE pixels."""
-    stock = ZOO[name][0]
+    stock = ZOO[name]
     text = f"""_base_ = ['mmcls::{stock}', '{lapq_base}']
 pipeline = [
     dict(type='LoadImageFromFile'),
@@ -71,7 +70,7 @@ def build_zoo_model(name: str, seed: int = 0) -> torch.nn.Module:
     from mmengine.config import Config
     from mmengine.registry import MODELS, init_default_scope
     init_default_scope('mmcls')
-    cfg = Config.fromfile(osp.join(library_config_dir(), ZOO[name][0]))
+    cfg = Config.fromfile(osp.join(library_config_dir(), ZOO[name]))
     if name in SMALL_INPUT:
         cfg.merge_from_dict(dict(model=SMALL_INPUT[name]))
     torch.manual_seed(seed)

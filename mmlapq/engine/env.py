@@ -22,10 +22,10 @@ def collect_run_env(device: Optional[torch.device] = None) -> dict:
     details = {k: str(v) for k, v in env.items()
                if k not in ('PyTorch compiling details', 'numpy_random_seed')}
     library = current_library()
+    version = library_version(library)
     # The library's own key (env.mmcls / env.mmpretrain) and the pair.
     return dict(torch=env['PyTorch'], library=library,
-                library_version=library_version(library),
-                **{library: library_version(library)},
+                library_version=version, **{library: version},
                 mmengine=env['MMEngine'], mmlapq=__version__,
                 python=env['Python'].split()[0], device=name,
                 date=datetime.datetime.now().isoformat(timespec='seconds'),

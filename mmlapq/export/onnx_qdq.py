@@ -242,7 +242,9 @@ class _Graph:
             if array.size and (array.min() < low or array.max() > high):
                 raise ValueError(f'{name}: integers outside {low}..{high}')
             array = array.astype(np.int64).astype(dtype)
-        self.graph.initializer.append(numpy_helper.from_array(array, name))
+        tensor = numpy_helper.from_array(array, name)
+        self.graph.initializer.append(tensor)
+        self.initializers[name] = tensor
         return name
 
     def insert_before(self, consumer, nodes) -> None:
@@ -348,7 +350,6 @@ def _constants_to_initializers(graph: _Graph) -> None:
         array = numpy_helper.to_array(tensor)
         graph.graph.node.remove(node)
         graph.constant(node.output[0], array)
-        graph.initializers[node.output[0]] = graph.graph.initializer[-1]
 
 
 def _transposed_weights(graph: _Graph) -> None:
@@ -373,25 +374,11 @@ def _transposed_weights(graph: _Graph) -> None:
         array = numpy_helper.to_array(graph.initializers[weight]).T.copy()
         graph.remove_initializer(weight)
         graph.constant(weight, array)
-        graph.initializers[weight] = graph.graph.initializer[-1]
         graph.graph.node.remove(node)
         for reader in after:
             for i, value in enumerate(reader.input):
                 if value == node.output[0]:
                     reader.input[i] = weight
-
-
-def _unexported_layer(graph: _Graph, name: str, layer) -> str:
-    """Why a layer has no Conv / Gemm node that reads its weight."""
-    weight = f'{_PREFIX}{name}.weight'
-    readers = {n.op_type for n in graph.graph.node if weight in n.input}
-    if isinstance(layer, nn.Linear) and readers & {'MatMul', 'Transpose'}:
-        return (f'{name}: a Linear on a tensor of more than 2 dimensions '
-                'exports as MatMul, which the QDQ export does not handle '
-                'yet (transformers, ConvNeXt): evaluate the quantized '
-                'checkpoint in PyTorch (tools/quantize.py --eval-quantized)')
-    return f'{name}: no Conv or Gemm node reads its weight in the exported ' \
-        'graph'
 
 
 def _undo_shared_initializers(graph: _Graph) -> None:
@@ -405,7 +392,6 @@ def _undo_shared_initializers(graph: _Graph) -> None:
         array = numpy_helper.to_array(graph.initializers[node.input[0]])
         graph.graph.node.remove(node)
         graph.constant(node.output[0], array)
-        graph.initializers[node.output[0]] = graph.graph.initializer[-1]
 
 
 def _value(graph: _Graph, name: str) -> Optional[np.ndarray]:
@@ -540,7 +526,8 @@ def export_qdq(model: nn.Module, example: torch.Tensor, path: str,
             continue
         node = consumers.get(f'{_PREFIX}{name}.weight')
         if node is None:
-            raise ExportError(_unexported_layer(graph, name, layer))
+            raise ExportError(f'{name}: no Conv, Gemm or MatMul node reads '
+                              'its weight in the exported graph')
         row = dict(weight='FLOAT', input=_input_type(layer))
         if layer.weight_quantizer is not None:
             row['weight'] = _quantize_weight(graph, node, name, layer,
