@@ -56,7 +56,8 @@ def test_no_import_cycles():
         visit(start, [])
 
 
-@pytest.mark.parametrize('sub', ['quant', 'lapq', 'report', 'export'])
+@pytest.mark.parametrize('sub', ['quant', 'lapq', 'report', 'export',
+                                 'benchmark'])
 def test_only_engine_imports_openmmlab(sub):
     for path in (PKG / sub).rglob('*.py'):
         openmmlab = [m for m in imports(path)

@@ -12,7 +12,7 @@ with N calibration draws (seeds 0..N-1) and reports mean +- std over them.
 Writes DIR/benchmark.json,
 DIR/benchmark.md and plots; --quick (CI) runs a small grid on a slice of the
 data and exits 1 when LAPQ does not lower the calibration loss below its Lp
-init by the margin of mmlapq.engine.benchmark.QUICK_GATE, or loses more
+init by the margin of mmlapq.benchmark.gate.QUICK_GATE, or loses more
 top-1 against FP32 than it allows, or a top-1 is NaN.
 """
 import argparse
@@ -60,7 +60,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     import mmlapq  # noqa: F401 - registers the quantizer
     from mmlapq.engine import LAPQError
-    from mmlapq.engine.benchmark import BenchmarkOptions, run_benchmark
+    from mmlapq.benchmark.suite import BenchmarkOptions, run_benchmark
     from mmlapq.engine.config import load_config
     args = parse_args(argv)
     if args.seeds is not None and args.seeds < 1:

@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     import mmlapq  # noqa: F401
     from mmlapq.engine import LAPQError
     from mmlapq.engine.config import load_config
-    from mmlapq.engine.export import runtime_benchmark
+    from mmlapq.benchmark.onnx_runtimes import runtime_benchmark
     from mmlapq.fileio import atomic_write
     args = parse_args(argv)
     models = {}

@@ -1,14 +1,44 @@
 """Test-set evaluation with the Runner's own test dataloader and evaluator
 (mmcls's metrics), for the float model, the layer-wise init, the benchmark's
-methods; any number of processes."""
+methods; any number of processes. And the Runner the benchmark evaluates
+with."""
+import copy
+import logging
 import time
 from typing import Dict, Optional
 
 import torch
 import torch.nn as nn
 
+from .checkpoint import load_float_checkpoint
+from .compat import init_scope
 from .data_checks import reading_data
 from .dist import ranks_agree
+from .run_state import unwrap
+
+
+def build_eval_runner(cfg, work_dir: str, checkpoint: Optional[str],
+                      test_images: Optional[int] = None):
+    """An mmengine Runner of ``cfg`` for evaluating models: its float model
+    loaded strictly from ``checkpoint``, its test dataloader (the first
+    ``test_images`` images) and evaluator; the LAPQ hooks left out."""
+    from mmengine.runner import Runner
+    cfg = copy.deepcopy(cfg)
+    cfg.work_dir, cfg.load_from, cfg.custom_hooks = work_dir, None, []
+    init_scope(cfg)
+    if test_images is not None:
+        cfg.test_dataloader.dataset.indices = int(test_images)
+    runner = Runner.from_cfg(cfg)
+    if checkpoint:
+        load_float_checkpoint(unwrap(runner.model), checkpoint)
+    unwrap(runner.model).eval()
+    return runner
+
+
+def get_logger(name: str) -> logging.Logger:
+    """mmengine's logger ``name`` at INFO (what a Runner logs with)."""
+    from mmengine.logging import MMLogger
+    return MMLogger.get_instance(name, log_level='INFO')
 
 
 def evaluate(runner, what: str, model: Optional[nn.Module] = None

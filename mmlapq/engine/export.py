@@ -1,6 +1,8 @@
 """Export a model of a config to ONNX (QDQ for a quantized checkpoint), and
 check the result in onnxruntime against the PyTorch model on the config's
-test set. What ``tools/export.py`` does after parsing its arguments."""
+test set. What ``tools/export.py`` does after parsing its arguments; the
+runtime benchmark (``mmlapq.benchmark.onnx_runtimes``) reads its models and
+test set through the same functions."""
 from typing import Dict, Optional
 
 import numpy as np
@@ -86,6 +88,7 @@ def _batch_independent(path: str, example: torch.Tensor) -> bool:
     large the scores it gives them alone (a graph traced with the example's
     batch baked into a reshape mixes the images up, or fails). The second
     half is the example mirrored, so that a mix-up shows."""
+    from ..export.onnxruntime import ort_session
     session = ort_session(path)
     x = example.cpu().numpy()
     y = np.ascontiguousarray(x[..., ::-1])
@@ -100,11 +103,6 @@ def _batch_independent(path: str, example: torch.Tensor) -> bool:
         for part, a in zip((both[:len(x)], both[len(x):]), alone))
 
 
-def ort_session(path: str, threads: Optional[int] = None):
-    from ..export.runtimes import ort_session as session
-    return session(path, threads)
-
-
 @torch.no_grad()
 def compare_with_onnxruntime(cfg, checkpoint: str, onnx_path: str,
                              num_images: Optional[int] = None,
@@ -115,6 +113,7 @@ def compare_with_onnxruntime(cfg, checkpoint: str, onnx_path: str,
     mmcls's: the argmax of the softmax scores (two logits a hair apart can
     have equal float32 scores; mmcls then takes the lower class)."""
     model = build_model(cfg, checkpoint)
+    from ..export.onnxruntime import ort_session
     Accuracy = accuracy_metric()
     session = ort_session(onnx_path)
     static_batch = session.get_inputs()[0].shape[0]
@@ -155,86 +154,3 @@ def preprocessed_test_set(cfg, model: nn.Module,
             labels = gt_labels(data['data_samples'])
             batches.append((data['inputs'].numpy(), labels.numpy()))
     return batches
-
-
-def runtime_benchmark(cfg, models: Dict[str, str], out_dir: str,
-                      checkpoint: Optional[str] = None,
-                      batch_sizes=(1, 64), threads: int = 2,
-                      rounds: int = 30, calib_images: int = 512,
-                      test_images: Optional[int] = None,
-                      openvino: bool = True, log=print) -> dict:
-    """Latency and top-1 of the float model, onnxruntime's own int8
-    (``quantize_static`` on the same FP32 ONNX, made here), and the exported
-    ``models`` {label: ONNX path}, in onnxruntime and (when installed)
-    OpenVINO, timed in turns in this process (see
-    ``mmlapq.export.runtimes``)."""
-    import os
-    import os.path as osp
-
-    from ..export import runtimes
-    from .calibration import build_calibration_set
-    for label, path in models.items():
-        if not osp.isfile(path):
-            raise LAPQError(f'{label}: ONNX file {path} does not exist: '
-                            'write it with tools/export.py')
-    checkpoint = checkpoint or cfg.get('load_from')
-    if not checkpoint:
-        raise LAPQError('no float checkpoint: pass --checkpoint or set '
-                        'load_from in the config')
-    os.makedirs(out_dir, exist_ok=True)
-    fp32 = osp.join(out_dir, 'fp32.onnx')
-    export_onnx(cfg, checkpoint, fp32)
-    model = build_model(cfg, checkpoint)
-    calib, _ = build_calibration_set(cfg, model, calib_images, 0, 64)
-    calib_x = torch.cat(calib.inputs).numpy()
-    log(f'onnxruntime quantize_static on {len(calib_x)} calibration images')
-    ort_int8 = runtimes.ort_quantize_static(
-        fp32, osp.join(out_dir, 'ort_int8.onnx'), calib_x)
-    files = {'FP32': fp32, 'onnxruntime int8': ort_int8, **models}
-    runners = {'onnxruntime': {k: runtimes.ort_runner(v, threads)
-                               for k, v in files.items()}}
-    if openvino and runtimes.openvino_available():
-        ov_files = {'FP32': fp32}
-        try:
-            ov_files['NNCF int8'] = runtimes.nncf_quantize(
-                fp32, osp.join(out_dir, 'nncf_int8.xml'), calib_x)
-        except ImportError:
-            log('NNCF is not installed: no NNCF int8 row')
-        ov_files.update(models)
-        runners['openvino'] = {k: runtimes.openvino_runner(v, threads)
-                               for k, v in ov_files.items()}
-    test = preprocessed_test_set(cfg, model, test_images)
-    # The timed batches: the first test images (concatenated once).
-    timing_images = np.ascontiguousarray(np.concatenate(
-        [x for x, _ in test])[:max(batch_sizes)])
-    rows = []
-    reference = {'onnxruntime': 'onnxruntime int8', 'openvino': 'NNCF int8'}
-    for runtime, group in runners.items():
-        log(f'{runtime}: top-1 on {sum(len(y) for _, y in test)} images')
-        accuracy = {k: runtimes.top1(run, test)['top1']
-                    for k, run in group.items()}
-        latency = {}
-        for batch_size in batch_sizes:
-            log(f'{runtime}: batch {batch_size}, {rounds} rounds in turns')
-            latency[batch_size] = runtimes.interleaved_latency(
-                group, timing_images[:batch_size], rounds)
-        for label in group:
-            row = dict(runtime=runtime, model=label, top1=accuracy[label])
-            for batch_size, times in latency.items():
-                ref = times.get(reference[runtime])
-                row[f'b{batch_size}_ms'] = 1000 * times[label]['median_s']
-                row[f'b{batch_size}_vs_fp32'] = times[label][
-                    'ratio_to_first']
-                row[f'b{batch_size}_vs_int8'] = None if ref is None else \
-                    times[label]['median_s'] / ref['median_s']
-            rows.append(row)
-    if 'openvino' in runners:
-        for label, path in files.items():
-            if label in runners['openvino']:
-                precisions = runtimes.openvino_int8_layers(path, threads)
-                for row in rows:
-                    if row['runtime'] == 'openvino' and row['model'] == label:
-                        row['kernels'] = precisions
-    return dict(rows=rows, threads=threads, rounds=rounds,
-                batch_sizes=list(batch_sizes), calib_images=len(calib_x),
-                test_images=sum(len(y) for _, y in test))

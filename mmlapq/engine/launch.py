@@ -18,7 +18,7 @@ from .errors import LAPQError
 from .run_state import RunState, attach_quantizer, unwrap
 from .interrupt import stop_on_signals
 from .stages import SEARCH_STATE
-from .tf32 import tf32_mode
+from ..quant.precision import tf32_mode
 
 
 def _check_layer_plan(model, quantizer) -> None:

@@ -21,10 +21,10 @@ from ..quant import QuantSettings, quantize_model, quantizers
 from ..registry import MODELS
 from ..quant.bn_fold import fold_batch_norms
 from ..quant.equalize import equalize
-from .chain import build_chain, classifier_logits
+from ..lapq.chain import build_chain, classifier_logits
 from .errors import LAPQError
 from .run_state import RunState
-from .tf32 import tf32_mode
+from ..quant.precision import tf32_mode
 
 # holdout_images: drawn (seed + 1) from the same source, never calibrated
 # on; the search's guard against fitting the calibration images. 0: off.

@@ -11,7 +11,7 @@ from .evaluation import metrics_top
 from .quantized_checkpoint import (QUANTIZED_CHECKPOINT,
                                    save_quantized_checkpoint)
 from .run_state import quantizer_of, unwrap
-from .tf32 import tf32_flags
+from ..quant.precision import tf32_flags
 
 REPORT_JSON, REPORT_MD = 'lapq_report.json', 'lapq_report.md'
 

@@ -116,7 +116,7 @@ def test_mobilenet_and_resnet_configs_use_the_combination_measured_best(
     on MobileNetV2."""
     from mmengine.registry import init_default_scope
 
-    from mmlapq.engine.benchmark import METHOD_QUANT, METHODS
+    from mmlapq.benchmark.methods import METHOD_QUANT, METHODS
     from mmlapq.registry import MODELS
     init_default_scope('mmcls')
     cfg = Config.fromfile(osp.join(REPO, 'configs', 'lapq', f'{name}.py'))

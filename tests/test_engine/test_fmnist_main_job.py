@@ -60,7 +60,7 @@ def test_memory_format_probe_leaves_the_model_unchanged():
     from mmengine.config import Config
     from mmengine.registry import MODELS, init_default_scope
 
-    from mmlapq.engine import benchmark as bm
+    from mmlapq.benchmark import methods as bm
     from mmlapq.engine.checkpoint import load_float_checkpoint
     cfg = Config.fromfile(CONFIG)
     init_default_scope('mmcls')

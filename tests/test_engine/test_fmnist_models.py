@@ -73,13 +73,14 @@ def test_checkpoint_gives_its_known_top1(name, fmnist_data):
     from mmengine.registry import init_default_scope
 
     import mmlapq  # noqa: F401 - registers GrayToRGB
-    from mmlapq.engine import benchmark as bm
+    from mmlapq.engine.evaluation import (build_eval_runner, evaluate,
+                                          metrics_top)
     cfg = Config.fromfile(paths(name)[1])
     init_default_scope('mmcls')
     with tempfile.TemporaryDirectory() as work_dir:
-        runner = bm.build_runner(cfg, work_dir, cfg.load_from,
-                                 test_images=1000)
-        top1 = bm.accuracy(runner, bm.unwrap(runner.model), 'fp32')['top1']
+        runner = build_eval_runner(cfg, work_dir, cfg.load_from,
+                                   test_images=1000)
+        top1 = metrics_top(evaluate(runner, 'fp32'))['top1']
     assert top1 == pytest.approx(MODELS[name][1], abs=0.05)
 
 

@@ -14,7 +14,7 @@ import mmlapq  # noqa: F401
 from mmlapq.engine.config import load_config
 from mmlapq.engine.export import build_model, preprocessed_test_set
 from mmlapq.export import export_qdq
-from mmlapq.export.runtimes import optimized_ops, ort_runner
+from mmlapq.export.onnxruntime import optimized_ops, ort_runner
 from mmlapq.lapq import CalibrationSet
 from mmlapq.quant import quant_layers
 from mmlapq.registry import MODELS as LAPQ_MODELS

@@ -11,7 +11,7 @@ from toy_runner import toy_config
 
 import mmlapq  # noqa: F401
 from mmlapq.engine.calibration import build_calibration_set
-from mmlapq.engine.export import ort_session
+from mmlapq.export.onnxruntime import ort_session
 from mmlapq.export import ExportError, export_qdq
 from mmlapq.quant import Grid, QuantConv2d, QuantLinear
 from mmlapq.quant.int_weights import layer_weight_codes
@@ -52,7 +52,7 @@ def types(path):
 
 
 def integer_kernels(path, tmp_path):
-    from mmlapq.export.runtimes import optimized_ops
+    from mmlapq.export.onnxruntime import optimized_ops
     return optimized_ops(path, str(tmp_path))
 
 

@@ -17,8 +17,8 @@ from test_integer_kernels import MODELS, REPO, quantized
 from mmlapq.engine.config import load_config
 from mmlapq.engine.export import preprocessed_test_set
 from mmlapq.export import export_qdq
-from mmlapq.export.runtimes import (openvino_available, openvino_runner,
-                                    ort_runner)
+from mmlapq.export.onnxruntime import ort_runner
+from mmlapq.export.openvino import openvino_available, openvino_runner
 
 AGREEMENT = 0.999
 

@@ -20,7 +20,7 @@ from typing import List, Optional
 import torch
 import torch.nn as nn
 
-from ..lapq.objective import FullForward
+from .objective import FullForward
 from ..quant.control import quantization_disabled
 
 

@@ -1,5 +1,5 @@
 """The CI gate of the quick benchmark trips on the regressions it is for."""
-from mmlapq.engine.benchmark import QUICK_GATE, quick_gate
+from mmlapq.benchmark.gate import QUICK_GATE, quick_gate
 
 
 def rows(w3a3_loss=0.1835, w3a3_top1=91.8, init=0.2276):

@@ -8,7 +8,7 @@ from mmengine.registry import MODELS, init_default_scope
 from toy_runner import toy_config
 
 import mmlapq  # noqa: F401
-from mmlapq.engine.chain import build_chain, classifier_logits
+from mmlapq.lapq.chain import build_chain, classifier_logits
 from mmlapq.lapq.objective import FullForward
 
 FMNIST_MODEL = 'configs/fmnist/vgg11bn_fmnist.py'

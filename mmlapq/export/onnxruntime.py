@@ -1,0 +1,95 @@
+"""The exported models in onnxruntime (CPU): sessions, the graph it runs,
+and its own int8 quantizer (``quantize_static``, the user's alternative to
+mmlapq). Needs onnxruntime."""
+import os
+from typing import Callable, Dict, Optional
+
+import numpy as np
+
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+def ort_session(path: str, threads: Optional[int] = None,
+                optimized_path: Optional[str] = None):
+    """An onnxruntime CPU session of ``path`` (all graph optimizations);
+    ``optimized_path``: where onnxruntime writes the graph it runs. With
+    ``threads``, its worker threads sleep between runs instead of spinning:
+    sessions timed in turns would otherwise take the cores from each
+    other."""
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry('session.intra_op.allow_spinning',
+                                         '0')
+    if optimized_path:
+        options.optimized_model_filepath = optimized_path
+    options.log_severity_level = 3  # errors only
+    return ort.InferenceSession(path, options,
+                                providers=['CPUExecutionProvider'])
+
+
+FLOAT_KERNELS = ('Conv', 'FusedConv', 'NchwcConv', 'Gemm', 'FusedGemm',
+                 'MatMul', 'FusedMatMul')
+
+
+def optimized_ops(path: str, work_dir: str) -> Dict[str, object]:
+    """The graph onnxruntime runs for ``path`` (all optimizations, this
+    CPU): the count of each op type, and the names of the convolutions and
+    matrix products left in floating point."""
+    import onnx
+    optimized = os.path.join(work_dir, 'optimized.onnx')
+    ort_session(path, optimized_path=optimized)
+    nodes = onnx.load(optimized).graph.node
+    counts: Dict[str, int] = {}
+    for node in nodes:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(counts=counts, float_layers=[
+        n.name for n in nodes if n.op_type in FLOAT_KERNELS])
+
+
+def ort_runner(path: str, threads: Optional[int] = None) -> Runner:
+    session = ort_session(path, threads)
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x})[0]
+
+
+def _batches(calibration: np.ndarray, batch_size: int):
+    return [calibration[i:i + batch_size]
+            for i in range(0, len(calibration), batch_size)]
+
+
+def ort_quantize_static(float_path: str, out: str,
+                        calibration: np.ndarray, batch_size: int = 64
+                        ) -> str:
+    """onnxruntime's own int8 quantizer on the FP32 model: MinMax
+    calibration on ``calibration`` (preprocessed images), per-channel INT8
+    weights, UINT8 activations, QDQ format: what a user gets without
+    mmlapq."""
+    from onnxruntime.quantization import (CalibrationDataReader,
+                                          CalibrationMethod, QuantFormat,
+                                          QuantType, quantize_static)
+    from onnxruntime.quantization.shape_inference import \
+        quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(_batches(calibration, batch_size))
+
+        def get_next(self):
+            batch = next(self.batches, None)
+            return None if batch is None else {'input': batch}
+
+    prepared = out + '.prepared.onnx'
+    try:
+        quant_pre_process(float_path, prepared, skip_symbolic_shape=True)
+        quantize_static(prepared, out, Reader(),
+                        quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, per_channel=True,
+                        calibrate_method=CalibrationMethod.MinMax)
+    finally:
+        if os.path.exists(prepared):
+            os.remove(prepared)
+    return out

@@ -1,0 +1,72 @@
+"""The exported models in OpenVINO (CPU plugin): compiled models, the
+precision of the kernels it runs, and NNCF's int8 quantizer (the user's
+alternative to mmlapq on OpenVINO). Needs ``openvino`` (and ``nncf`` for
+its quantizer), imported only when used."""
+from typing import Callable, Dict, Optional
+
+import numpy as np
+
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+def openvino_available() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def openvino_compiled(path: str, threads: Optional[int] = None):
+    """An OpenVINO CPU model of the ONNX (or IR) file ``path``."""
+    import openvino as ov
+    # f32: on CPUs with AMX or AVX512-BF16, OpenVINO would otherwise run
+    # the float parts (pools, requantization, FP32 models) in bfloat16.
+    config = {'PERFORMANCE_HINT': 'LATENCY', 'INFERENCE_PRECISION_HINT': 'f32'}
+    if threads:
+        config['INFERENCE_NUM_THREADS'] = threads
+    return ov.Core().compile_model(path, 'CPU', config)
+
+
+def openvino_runner(path: str, threads: Optional[int] = None) -> Runner:
+    compiled = openvino_compiled(path, threads)
+    request = compiled.create_infer_request()
+    return lambda x: request.infer({0: x})[0]
+
+
+def openvino_int8_layers(path: str, threads: Optional[int] = None
+                         ) -> Dict[str, int]:
+    """Counts of the convolutions and matmuls OpenVINO's CPU plugin runs,
+    by the precision of their kernels (its runtime model after a first
+    inference on zeros of the model's static shape with batch 1)."""
+    compiled = openvino_compiled(path, threads)
+    shape = [1] + [d.get_length() for d in
+                   list(compiled.inputs[0].get_partial_shape())[1:]]
+    compiled.create_infer_request().infer({0: np.zeros(shape, np.float32)})
+    counts: Dict[str, int] = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        layer = info['layerType'].astype(str) if 'layerType' in info else ''
+        if layer in ('Convolution', 'FullyConnected', 'MatMul',
+                     'GroupConvolution'):
+            precision = info['runtimePrecision'].astype(str) \
+                if 'runtimePrecision' in info else '?'
+            key = f'{layer}:{precision}'
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def nncf_quantize(float_path: str, out: str, calibration: np.ndarray,
+                  batch_size: int = 64) -> str:
+    """NNCF's int8 post-training quantization of the FP32 ONNX model for
+    OpenVINO (its defaults, ``calibration`` as the dataset), saved as
+    OpenVINO IR ``out`` (.xml)."""
+    import nncf
+    import openvino as ov
+    model = ov.Core().read_model(float_path)
+    batches = [calibration[i:i + batch_size]
+               for i in range(0, len(calibration), batch_size)]
+    quantized = nncf.quantize(model, nncf.Dataset(batches),
+                              subset_size=len(calibration))
+    ov.save_model(quantized, out)
+    return out

@@ -1,0 +1,29 @@
+"""onnxruntime (export/onnxruntime.py): its own int8 quantizer, the user's
+alternative, made from the same float model."""
+import torch
+from mmengine.registry import MODELS, init_default_scope
+from test_onnx_qdq import images, integer_kernels
+from toy_runner import toy_config
+
+from mmlapq.benchmark.timing import top1
+from mmlapq.export import export_qdq
+from mmlapq.export.onnxruntime import ort_quantize_static, ort_runner
+
+
+def test_onnxruntime_quantize_static_is_the_baseline(tmp_path):
+    """The user's alternative, made from the same float model: its convs
+    and its Gemm run onnxruntime's integer kernels too."""
+    init_default_scope('mmcls')
+    torch.manual_seed(0)
+    model = MODELS.build(toy_config(str(tmp_path)).model).eval()
+    fp32 = str(tmp_path / 'fp32.onnx')
+    export_qdq(model, images(2), fp32)
+    int8 = ort_quantize_static(fp32, str(tmp_path / 'int8.onnx'),
+                               images(32).numpy(), batch_size=8)
+    assert not [p for p in tmp_path.iterdir() if 'prepared' in p.name]
+    ops = integer_kernels(int8, tmp_path)
+    assert ops['float_layers'] == [] and ops['counts']['QLinearConv'] == 2
+    x = images(16).numpy()
+    labels = model(torch.from_numpy(x), mode='tensor').argmax(1).numpy()
+    result = top1(ort_runner(fp32, threads=1), [(x, labels)], batch_size=5)
+    assert result['top1'] == 100.0  # the float model agrees with itself
