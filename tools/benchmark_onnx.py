@@ -4,12 +4,13 @@ runtimes' own int8 quantizers, timed in turns in one process.
     python tools/benchmark_onnx.py CONFIG LABEL=FILE.onnx [LABEL=FILE ...]
         [--checkpoint FLOAT.pth] [--batch-sizes 1 64] [--threads 2]
         [--rounds 30] [--calib-images 512] [--test-images N]
-        [--no-openvino] [--out DIR]
+        [--no-openvino] [--ort-dynamic] [--out DIR]
 
 Exports the config's float model (load_from, or --checkpoint) to ONNX, makes
 onnxruntime's own int8 model of it (quantize_static: MinMax, per-channel INT8
 weights, UINT8 activations, 512 calibration images of the train split,
-seed 0), then times every model at each batch size in turns (FP32, int8,
+seed 0; with --ort-dynamic also its dynamic int8 model), then times every
+model at each batch size in turns (FP32, int8,
 yours, FP32, ...) and measures top-1 on the test set. With OpenVINO
 installed, the same again in OpenVINO, with NNCF's int8 model when NNCF is
 installed, and the precisions of the kernels OpenVINO runs. Prints a
@@ -39,6 +40,9 @@ def parse_args(argv=None):
     p.add_argument('--test-images', type=int, help='first N test images '
                    'for top-1 (default all)')
     p.add_argument('--no-openvino', action='store_true')
+    p.add_argument('--ort-dynamic', action='store_true',
+                   help="also onnxruntime's dynamic int8 quantization (what "
+                   'it recommends for transformers)')
     p.add_argument('--out', help='output folder')
     p.add_argument('--cfg-options', nargs='+', action=DictAction)
     return p.parse_args(argv)
@@ -93,7 +97,7 @@ def main(argv=None) -> int:
         result = runtime_benchmark(
             cfg, models, out, args.checkpoint, args.batch_sizes,
             args.threads, args.rounds, args.calib_images, args.test_images,
-            openvino=not args.no_openvino,
+            openvino=not args.no_openvino, ort_dynamic=args.ort_dynamic,
             log=lambda m: print(m, file=sys.stderr))
     except LAPQError as exc:
         print(f'error: {exc}', file=sys.stderr)

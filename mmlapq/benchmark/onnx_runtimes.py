@@ -25,12 +25,14 @@ def runtime_benchmark(cfg, models: Dict[str, str], out_dir: str,
                       batch_sizes=(1, 64), threads: int = 2,
                       rounds: int = 30, calib_images: int = 512,
                       test_images: Optional[int] = None,
-                      openvino: bool = True, log=print) -> dict:
+                      openvino: bool = True, ort_dynamic: bool = False,
+                      log=print) -> dict:
     """Latency and top-1 of the float model, the runtimes' own int8 models
     of the same FP32 ONNX (made here, from the config's first
     ``calib_images`` calibration images, seed 0), and the exported
     ``models`` {label: ONNX path}, in onnxruntime and (when installed)
-    OpenVINO."""
+    OpenVINO. ``ort_dynamic``: also onnxruntime's dynamic quantization
+    (what it recommends for transformers)."""
     for label, path in models.items():
         if not osp.isfile(path):
             raise LAPQError(f'{label}: ONNX file {path} does not exist: '
@@ -47,7 +49,12 @@ def runtime_benchmark(cfg, models: Dict[str, str], out_dir: str,
     calib_x = torch.cat(calib.inputs).numpy()
     log(f'onnxruntime quantize_static on {len(calib_x)} calibration images')
     files = {'FP32': fp32, 'onnxruntime int8': ort.ort_quantize_static(
-        fp32, osp.join(out_dir, 'ort_int8.onnx'), calib_x), **models}
+        fp32, osp.join(out_dir, 'ort_int8.onnx'), calib_x)}
+    if ort_dynamic:
+        log('onnxruntime quantize_dynamic')
+        files['onnxruntime dynamic int8'] = ort.ort_quantize_dynamic(
+            fp32, osp.join(out_dir, 'ort_dynamic_int8.onnx'))
+    files.update(models)
     runners = {'onnxruntime': {k: ort.ort_runner(v, threads)
                                for k, v in files.items()}}
     if openvino and ov.openvino_available():

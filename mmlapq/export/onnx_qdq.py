@@ -510,6 +510,56 @@ def _round_again_before_adds(graph: _Graph) -> int:
     return repeated
 
 
+def _quantize_before_max_pools(graph: _Graph) -> int:
+    """Quantize the input of each MaxPool whose output only a quantizer
+    reads, with that quantizer: ``X -> MaxPool -> Q -> [Clip] -> DQ``
+    becomes ``X -> Q -> [Clip] -> DQ -> MaxPool -> Q -> DQ``.
+
+    Exact: quantization is non-decreasing, so it commutes with a maximum
+    (and the pads of MaxPool are ignored, not zeros), and the pool of
+    values on the grid is on the grid, so the Clip after it is the identity
+    and the second pair too. Why: OpenVINO then fuses the quantizer into
+    the conv before the pool and pools UINT8 codes (VGG-11-BN at batch 64:
+    its f32 MaxPools and FakeQuantizes took 13.5 of 107 ms, UINT8 pools
+    3.8 ms); onnxruntime moves the quantizer above MaxPool itself and runs
+    the same graph as before. Returns the number of pools moved."""
+    from onnx import helper
+    consumers: Dict[str, list] = {}
+    for node in graph.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    moved = 0
+    for pool in [n for n in graph.graph.node if n.op_type == 'MaxPool']:
+        # Shape readers (a neck's flatten) see the same shape either way.
+        readers = [n for n in consumers.get(pool.output[0], [])
+                   if n.op_type != 'Shape']
+        if len(pool.output) != 1 or len(readers) != 1 or \
+                readers[0].op_type != 'QuantizeLinear':
+            continue
+        chain = [readers[0]]
+        after = consumers.get(chain[-1].output[0], [])
+        if len(after) == 1 and after[0].op_type == 'Clip':
+            chain.append(after[0])
+            after = consumers.get(chain[-1].output[0], [])
+        if len(after) != 1 or after[0].op_type != 'DequantizeLinear':
+            continue
+        chain.append(after[0])
+        value, copies = pool.input[0], []
+        for node in chain:
+            copies.append(helper.make_node(
+                node.op_type, [value] + list(node.input[1:]),
+                [f'{node.output[0]}_before_pool'],
+                name=f'{node.name}/before_pool'))
+            value = copies[-1].output[0]
+        graph.insert_before(pool, copies)
+        pool.input[0] = value
+        if len(chain) == 3:  # Q -> Clip -> DQ after the pool: drop the Clip
+            chain[2].input[0] = chain[0].output[0]
+            graph.graph.node.remove(chain[1])
+        moved += 1
+    return moved
+
+
 def _remove_unused_initializers(graph: _Graph) -> None:
     used = {name for node in graph.graph.node for name in node.input}
     for name in [n for n in graph.initializers if n not in used]:
@@ -588,6 +638,7 @@ def export_qdq(model: nn.Module, example: torch.Tensor, path: str,
         written[name] = row
     _constants_to_initializers(graph)
     _fold_bounded_relus(graph)
+    _quantize_before_max_pools(graph)
     _round_again_before_adds(graph)
     _remove_unused_initializers(graph)
     onnx.checker.check_model(onnx_model, full_check=True)

@@ -2,7 +2,8 @@
 and its own int8 quantizer (``quantize_static``, the user's alternative to
 mmlapq). Needs onnxruntime."""
 import os
-from typing import Callable, Dict, Optional
+from contextlib import contextmanager
+from typing import Callable, Dict, Iterator, Optional
 
 import numpy as np
 
@@ -60,6 +61,21 @@ def _batches(calibration: np.ndarray, batch_size: int):
             for i in range(0, len(calibration), batch_size)]
 
 
+@contextmanager
+def _prepared(float_path: str, out: str) -> Iterator[str]:
+    """The FP32 model after onnxruntime's quantization pre-processing
+    (shape inference, graph optimization), removed afterwards."""
+    from onnxruntime.quantization.shape_inference import \
+        quant_pre_process
+    prepared = out + '.prepared.onnx'
+    try:
+        quant_pre_process(float_path, prepared, skip_symbolic_shape=True)
+        yield prepared
+    finally:
+        if os.path.exists(prepared):
+            os.remove(prepared)
+
+
 def ort_quantize_static(float_path: str, out: str,
                         calibration: np.ndarray, batch_size: int = 64
                         ) -> str:
@@ -70,8 +86,6 @@ def ort_quantize_static(float_path: str, out: str,
     from onnxruntime.quantization import (CalibrationDataReader,
                                           CalibrationMethod, QuantFormat,
                                           QuantType, quantize_static)
-    from onnxruntime.quantization.shape_inference import \
-        quant_pre_process
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -81,15 +95,20 @@ def ort_quantize_static(float_path: str, out: str,
             batch = next(self.batches, None)
             return None if batch is None else {'input': batch}
 
-    prepared = out + '.prepared.onnx'
-    try:
-        quant_pre_process(float_path, prepared, skip_symbolic_shape=True)
+    with _prepared(float_path, out) as prepared:
         quantize_static(prepared, out, Reader(),
                         quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, per_channel=True,
                         calibrate_method=CalibrationMethod.MinMax)
-    finally:
-        if os.path.exists(prepared):
-            os.remove(prepared)
+    return out
+
+
+def ort_quantize_dynamic(float_path: str, out: str) -> str:
+    """onnxruntime's dynamic int8 quantizer on the FP32 model (its
+    defaults: INT8 weights, activations quantized at run time from their
+    own range), what onnxruntime recommends for transformers."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    with _prepared(float_path, out) as prepared:
+        quantize_dynamic(prepared, out, weight_type=QuantType.QInt8)
     return out

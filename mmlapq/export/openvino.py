@@ -67,6 +67,6 @@ def nncf_quantize(float_path: str, out: str, calibration: np.ndarray,
     batches = [calibration[i:i + batch_size]
                for i in range(0, len(calibration), batch_size)]
     quantized = nncf.quantize(model, nncf.Dataset(batches),
-                              subset_size=len(calibration))
+                              subset_size=len(batches))  # all of them
     ov.save_model(quantized, out)
     return out

@@ -27,3 +27,28 @@ def test_onnxruntime_quantize_static_is_the_baseline(tmp_path):
     labels = model(torch.from_numpy(x), mode='tensor').argmax(1).numpy()
     result = top1(ort_runner(fp32, threads=1), [(x, labels)], batch_size=5)
     assert result['top1'] == 100.0  # the float model agrees with itself
+
+
+def test_onnxruntime_quantize_dynamic_quantizes_at_run_time(tmp_path):
+    """onnxruntime's dynamic int8 model (the transformers' baseline in
+    docs/deployment.md): its inputs are quantized at run time
+    (DynamicQuantizeLinear), its weights stored as INT8, and nothing of its
+    pre-processing is left behind."""
+    import onnx
+
+    from mmlapq.export.onnxruntime import ort_quantize_dynamic
+    init_default_scope('mmcls')
+    torch.manual_seed(0)
+    model = MODELS.build(toy_config(str(tmp_path)).model).eval()
+    fp32 = str(tmp_path / 'fp32.onnx')
+    export_qdq(model, images(2), fp32)
+    out = ort_quantize_dynamic(fp32, str(tmp_path / 'dynamic.onnx'))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['dynamic.onnx',
+                                                          'fp32.onnx']
+    ops = {n.op_type for n in onnx.load(out).graph.node}
+    assert 'DynamicQuantizeLinear' in ops, ops
+    x = images(16).numpy()
+    ref = model(torch.from_numpy(x), mode='tensor').detach().numpy()
+    scores = ort_runner(out, threads=1)(x)
+    assert scores.shape == ref.shape
+    assert (scores.argmax(1) == ref.argmax(1)).mean() >= 0.75

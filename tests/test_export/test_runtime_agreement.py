@@ -47,4 +47,5 @@ def test_onnxruntime_and_openvino_predict_what_pytorch_predicts(
         images += len(x)
     assert images == 10000
     shares = {k: v / images for k, v in agree.items()}
+    print(f'{name} W{bits}A{bits} agreement with PyTorch:', shares)
     assert all(v >= AGREEMENT for v in shares.values()), shares
