@@ -247,6 +247,14 @@ class _Graph:
         self.initializers[name] = tensor
         return name
 
+    def readers(self) -> Dict[str, list]:
+        """The nodes that read each value, in graph order."""
+        readers: Dict[str, list] = {}
+        for node in self.graph.node:
+            for name in node.input:
+                readers.setdefault(name, []).append(node)
+        return readers
+
     def insert_before(self, consumer, nodes) -> None:
         position = list(self.graph.node).index(consumer)
         for offset, node in enumerate(nodes):
@@ -358,10 +366,7 @@ def _transposed_weights(graph: _Graph) -> None:
     MatMul reads the weight initializer (then its DequantizeLinear), as a
     runtime's QDQ MatMul fusion wants it."""
     from onnx import numpy_helper
-    readers: Dict[str, list] = {}
-    for node in graph.graph.node:
-        for value in node.input:
-            readers.setdefault(value, []).append(node)
+    readers = graph.readers()
     for node in list(graph.graph.node):
         weight = node.input[0] if node.op_type == 'Transpose' else None
         if weight not in graph.initializers or len(readers[weight]) != 1:
@@ -411,10 +416,7 @@ def _fold_bounded_relus(graph: _Graph) -> int:
     Returns the number of Clips folded."""
     from onnx import helper
     nodes = list(graph.graph.node)
-    consumers: Dict[str, list] = {}
-    for node in nodes:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = graph.readers()
     folded = 0
     for clip in nodes:
         if clip.op_type != 'Clip' or len(clip.input) != 3:
@@ -461,6 +463,19 @@ def _fold_bounded_relus(graph: _Graph) -> int:
 _LAYER_OPS = ('Conv', 'Gemm', 'MatMul')
 
 
+def _copied_chain(chain: list, value: str, suffix: str) -> list:
+    """Copies of the nodes ``chain`` (a ``Q -> [Clip] -> DQ``, each reading
+    the previous one's output) that start from ``value``."""
+    from onnx import helper
+    copies = []
+    for node in chain:
+        copies.append(helper.make_node(
+            node.op_type, [value] + list(node.input[1:]),
+            [f'{node.output[0]}_{suffix}'], name=f'{node.name}/{suffix}'))
+        value = copies[-1].output[0]
+    return copies
+
+
 def _round_again_before_adds(graph: _Graph) -> int:
     """Repeat the ``QuantizeLinear -> [Clip] -> DequantizeLinear`` of every
     add operand that a conv (or Gemm / MatMul) writes, between it and the
@@ -476,12 +491,7 @@ def _round_again_before_adds(graph: _Graph) -> int:
     changes nothing that PyTorch or onnxruntime computes (onnxruntime
     removes it: two equal QDQ pairs in a row), and OpenVINO rounds in the
     second one. Returns the number of pairs repeated."""
-    from onnx import helper
     producers = {o: n for n in graph.graph.node for o in n.output}
-    consumers: Dict[str, list] = {}
-    for node in graph.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
     repeated = 0
     for add in [n for n in graph.graph.node if n.op_type == 'Add']:
         for index, operand in enumerate(add.input):
@@ -496,16 +506,9 @@ def _round_again_before_adds(graph: _Graph) -> int:
             if layer is None or layer.op_type not in _LAYER_OPS or \
                     len(chain) > 3:
                 continue
-            copies, value = [], operand
-            for node in reversed(chain):  # Q, [Clip], DQ
-                copy_ = helper.make_node(
-                    node.op_type, [value] + list(node.input[1:]),
-                    [f'{node.output[0]}_rounded_again'],
-                    name=f'{node.name}/rounded_again')
-                copies.append(copy_)
-                value = copy_.output[0]
+            copies = _copied_chain(chain[::-1], operand, 'rounded_again')
             graph.insert_before(add, copies)
-            add.input[index] = value
+            add.input[index] = copies[-1].output[0]
             repeated += 1
     return repeated
 
@@ -523,11 +526,7 @@ def _quantize_before_max_pools(graph: _Graph) -> int:
     its f32 MaxPools and FakeQuantizes took 13.5 of 107 ms, UINT8 pools
     3.8 ms); onnxruntime moves the quantizer above MaxPool itself and runs
     the same graph as before. Returns the number of pools moved."""
-    from onnx import helper
-    consumers: Dict[str, list] = {}
-    for node in graph.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = graph.readers()
     moved = 0
     for pool in [n for n in graph.graph.node if n.op_type == 'MaxPool']:
         # Shape readers (a neck's flatten) see the same shape either way.
@@ -544,15 +543,9 @@ def _quantize_before_max_pools(graph: _Graph) -> int:
         if len(after) != 1 or after[0].op_type != 'DequantizeLinear':
             continue
         chain.append(after[0])
-        value, copies = pool.input[0], []
-        for node in chain:
-            copies.append(helper.make_node(
-                node.op_type, [value] + list(node.input[1:]),
-                [f'{node.output[0]}_before_pool'],
-                name=f'{node.name}/before_pool'))
-            value = copies[-1].output[0]
+        copies = _copied_chain(chain, pool.input[0], 'before_pool')
         graph.insert_before(pool, copies)
-        pool.input[0] = value
+        pool.input[0] = copies[-1].output[0]
         if len(chain) == 3:  # Q -> Clip -> DQ after the pool: drop the Clip
             chain[2].input[0] = chain[0].output[0]
             graph.graph.node.remove(chain[1])
