@@ -4,6 +4,7 @@ and exported with no option, run every quantized conv and linear layer as
 an integer kernel in onnxruntime (QLinearConv / QGemm, residual adds as
 QLinearAdd, the pool as QLinearGlobalAveragePool), and predict what the
 PyTorch model predicts."""
+import functools
 import os.path as osp
 
 import numpy as np
@@ -28,11 +29,14 @@ MODELS = {'vgg11bn': (8, 0, 0), 'resnet18': (20, 8, 11),
           'mobilenet-v2': (52, 10, 10)}
 
 
+@functools.lru_cache(maxsize=None)
 def quantized(name: str, bits: int):
     """The committed model with the clips of the Lp init on 32 test images
     (no search: the graph does not depend on the clips' values; the test
     split, 10,000 images, loads much faster than the training split), and
-    200 other test images with their labels."""
+    200 other test images with their labels. Made once per session (the
+    runtime agreement test reads the same models): callers must not change
+    the model."""
     cfg = load_config(osp.join(REPO, 'configs', 'lapq',
                                f'{name}_fmnist_w4a4.py'))
     model = build_model(cfg, osp.join(REPO, cfg.load_from))
