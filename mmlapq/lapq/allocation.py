@@ -1,0 +1,124 @@
+"""Per-layer widths under a budget (mixed precision, issue 29): the exact
+choice, by an integer linear program, of one option per layer that
+minimises the summed predicted loss increase with the summed cost at most
+the budget (HAWQ-V3's formulation; the predicted increases are LAPQ's
+measured sensitivities, the costs BOPs, bytes or a latency table).
+
+One binary per (layer, option), one equality per layer (exactly one
+option), one inequality for the budget; scipy's HiGHS solves it exactly
+(a few hundred binaries for the models here). Pure numpy + scipy.
+"""
+from dataclasses import dataclass
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+
+Option = Tuple[int, int]  # (weight bits, activation bits)
+
+
+@dataclass(frozen=True)
+class LayerOptions:
+    """The widths one layer may take: for each option its predicted
+    increase of the calibration loss and its cost (same units as the
+    budget). A layer kept at its configured width has one option."""
+
+    name: str
+    options: Tuple[Option, ...]
+    loss: Tuple[float, ...]
+    cost: Tuple[float, ...]
+
+    def __post_init__(self):
+        if not self.options:
+            raise ValueError(f'{self.name}: no candidate width')
+        if not len(self.options) == len(self.loss) == len(self.cost):
+            raise ValueError(f'{self.name}: {len(self.options)} options, '
+                             f'{len(self.loss)} losses, {len(self.cost)} '
+                             'costs')
+        if not all(np.isfinite(self.loss)) or not all(np.isfinite(self.cost)):
+            raise ValueError(f'{self.name}: a loss or cost is not finite')
+
+
+@dataclass
+class Allocation:
+    """The chosen option of every layer, and what it predicts and costs."""
+
+    choice: Dict[str, Option]
+    predicted_loss_increase: float
+    cost: float
+    budget: float
+
+
+def minimum_cost(layers: Sequence[LayerOptions]) -> float:
+    """The smallest cost any allocation has (each layer's cheapest
+    option)."""
+    return float(sum(min(layer.cost) for layer in layers))
+
+
+def allocate(layers: Sequence[LayerOptions], budget: float) -> Allocation:
+    """The allocation of least summed predicted loss increase whose cost is
+    at most ``budget``; ValueError (one line) when no allocation fits."""
+    from scipy.optimize import LinearConstraint, milp
+    layers = list(layers)
+    if not layers:
+        raise ValueError('no layer to allocate widths to')
+    lowest = minimum_cost(layers)
+    if budget < lowest * (1 - 1e-12):
+        raise ValueError(f'the budget {budget:.6g} is below {lowest:.6g}, '
+                         'what the smallest candidate widths cost: raise '
+                         'the budget or add smaller candidates')
+    loss = np.concatenate([np.asarray(l.loss, float) for l in layers])
+    cost = np.concatenate([np.asarray(l.cost, float) for l in layers])
+    one_each = np.zeros((len(layers), len(loss)))
+    start = 0
+    for row, layer in enumerate(layers):
+        one_each[row, start:start + len(layer.options)] = 1.0
+        start += len(layer.options)
+    # Costs are scaled to the budget so that HiGHS's feasibility tolerance
+    # (absolute, 1e-6) is a relative one. An answer above the budget by
+    # that tolerance is solved again under a slightly tighter bound.
+    scale = budget if budget > 0 else 1.0
+    for slack in (0.0, 1e-6, 1e-5):
+        result = milp(loss, integrality=np.ones_like(loss), bounds=(0, 1),
+                      constraints=[LinearConstraint(one_each, 1, 1),
+                                   LinearConstraint(cost[None] / scale,
+                                                    -np.inf, 1.0 - slack)])
+        if not result.success:
+            break
+        chosen = np.round(result.x).astype(bool)
+        if float(cost[chosen].sum()) <= budget:
+            break
+    if not result.success or float(cost[chosen].sum()) > budget:
+        raise ValueError(f'no allocation fits the budget {budget:.6g}: '
+                         f'{result.message}')
+    choice, start = {}, 0
+    for layer in layers:
+        picked = np.flatnonzero(chosen[start:start + len(layer.options)])
+        choice[layer.name] = layer.options[int(picked[0])]
+        start += len(layer.options)
+    used = float(cost[chosen].sum())
+    return Allocation(choice=choice,
+                      predicted_loss_increase=float(loss[chosen].sum()),
+                      cost=used, budget=float(budget))
+
+
+def bops(macs: int, option: Option) -> float:
+    """Bit operations of a layer of ``macs`` multiply-accumulates at
+    ``option``: MACs x weight bits x activation bits."""
+    w_bits, a_bits = option
+    return float(macs) * w_bits * a_bits
+
+
+def bops_options(name: str, macs: int, options: Sequence[Option],
+                 loss: Sequence[float]) -> LayerOptions:
+    """A layer's options with BOPs as their cost."""
+    return LayerOptions(name, tuple(options), tuple(float(v) for v in loss),
+                        tuple(bops(macs, o) for o in options))
+
+
+def all_options(w_candidates: Sequence[int], a_candidates: Sequence[int]
+                ) -> List[Option]:
+    """Every (weight bits, activation bits) pair of the candidates."""
+    for bits in list(w_candidates) + list(a_candidates):
+        if not isinstance(bits, int) or not 2 <= bits <= 16:
+            raise ValueError(f'candidate width {bits!r} is outside 2..16')
+    return [(w, a) for w in w_candidates for a in a_candidates]
