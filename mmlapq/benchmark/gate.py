@@ -50,4 +50,3 @@ def quick_gate(rows: List[dict]) -> List[str]:
 # What ``--quick`` runs (the CI job): a small grid on a slice of the data.
 QUICK = dict(methods=['max', 'l2', 'lp', 'lapq'], bits=['w4a4', 'w3a3'],
              calib_images=128, test_images=1000, max_evals=120)
-

@@ -112,8 +112,8 @@ def compare_with_onnxruntime(cfg, checkpoint: str, onnx_path: str,
     the largest absolute logit difference. Predictions and top-1 are
     mmcls's: the argmax of the softmax scores (two logits a hair apart can
     have equal float32 scores; mmcls then takes the lower class)."""
-    model = build_model(cfg, checkpoint)
     from ..export.onnxruntime import ort_session
+    model = build_model(cfg, checkpoint)
     Accuracy = accuracy_metric()
     session = ort_session(onnx_path)
     static_batch = session.get_inputs()[0].shape[0]
