@@ -10,14 +10,17 @@ from torch.utils.data import Dataset
 
 @MODELS.register_module(force=True)
 class ToyBackbone(nn.Module):
-    """conv-BN-ReLU, conv-ReLU: an mmcls backbone (a tuple of maps out)."""
+    """conv-BN-ReLU, then ``depth - 1`` times conv-ReLU: an mmcls backbone
+    (a tuple of maps out)."""
 
-    def __init__(self, channels: int = 8):
+    def __init__(self, channels: int = 8, depth: int = 2):
         super().__init__()
-        self.layers = nn.Sequential(
-            nn.Conv2d(3, channels, 3, padding=1), nn.BatchNorm2d(channels),
-            nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1),
-            nn.ReLU())
+        layers = [nn.Conv2d(3, channels, 3, padding=1),
+                  nn.BatchNorm2d(channels), nn.ReLU()]
+        for _ in range(depth - 1):
+            layers += [nn.Conv2d(channels, channels, 3, padding=1),
+                       nn.ReLU()]
+        self.layers = nn.Sequential(*layers)
 
     def forward(self, x):
         return (self.layers(x), )

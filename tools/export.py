@@ -72,6 +72,10 @@ def main(argv=None) -> int:
                   f"{res['top1_torch']:.2f}, predictions agree on "
                   f"{res['agreement']:.2f}%, largest logit difference "
                   f"{res['max_abs_logit_diff']:.4g}")
+            from mmlapq.export.cpu import SATURATION_NOTE, \
+                int8_pairs_saturate
+            if int8_pairs_saturate():
+                print(f'  note: {SATURATION_NOTE}')
     except LAPQError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1

@@ -65,6 +65,11 @@ METHODS = {
                                     order='between_searches',
                                     adaround=dict(drop_prob=0.5))),
 }
+# Mixed precision (lapq/mixed.py) at the BOPs of the row's uniform width,
+# then LAPQ with QDrop as 'lapq_qdrop'; the candidates are the config's
+# quantizer.mixed ones, or the defaults.
+METHODS['lapq_mixed'] = METHODS['lapq_qdrop']
+MIXED_METHODS = ('lapq_mixed', )
 # Quantizer settings a method sets whatever the config says.
 METHOD_QUANT = {
     'cle_gptq': dict(equalize=True),
@@ -73,6 +78,7 @@ METHOD_QUANT = {
     'lapq_qdrop': dict(equalize=False),
     'lapq_cle_qdrop': dict(equalize=True),
     'lapq_cle_qdrop_between': dict(equalize=True),
+    'lapq_mixed': dict(equalize=False),
 }
 DEFAULT_METHODS = ('max', 'l2', 'l3', 'aciq', 'lp', 'lapq')
 DEFAULT_BITS = ('w8a8', 'w4a8', 'w4a4', 'w3a3', 'w2a4')
@@ -99,6 +105,11 @@ def make_quantizer(quantizer_cfg: dict, method: str, w_bits: int,
     cfg['rounding'] = _merged(cfg.get('rounding', {}), rounding)
     if max_evals is not None:
         cfg['search']['max_evals'] = max_evals
+    if method in MIXED_METHODS:
+        cfg['mixed'] = dict(cfg.get('mixed') or {},
+                            budget=dict(bops_of=f'w{w_bits}a{a_bits}'))
+    else:
+        cfg.pop('mixed', None)  # a uniform method on a mixed config
     return LAPQ_MODELS.build(cfg)
 
 

@@ -37,6 +37,7 @@ from ..fileio import write_text
 from ..lapq import CalibrationObjective, CalibrationSet
 from ..lapq.chain import build_chain, classifier_logits
 from ..lapq.initialize import ClipInitializer
+from ..lapq.mixed import layer_macs, plan_costs
 from ..quant import clips_applied
 from ..quant.precision import tf32_mode
 from ..report import (benchmark_markdown, plot_loss_surface, plot_run,
@@ -117,6 +118,8 @@ def methods_benchmark(cfg, runner, calib: CalibrationSet,
     # The 'lp' row is LAPQ's starting point: read it off the LAPQ run (same
     # p sweep, same clips) instead of repeating the sweep.
     lp_from_lapq = 'lp' in methods and 'lapq' in methods
+    macs = layer_macs(float_model, calib.inputs[0])
+    params = {n: float_model.get_submodule(n).weight.numel() for n in macs}
     for w_bits, a_bits in bits:
         for method in methods:
             if method == 'lp' and lp_from_lapq:
@@ -125,8 +128,9 @@ def methods_benchmark(cfg, runner, calib: CalibrationSet,
             quantizer = make_quantizer(cfg.quantizer, method, w_bits, a_bits,
                                        max_evals, seed)
             t0 = time.perf_counter()
-            _, result = quantizer.quantize(model, calib, logger)
+            plans, result = quantizer.quantize(model, calib, logger)
             seconds = time.perf_counter() - t0
+            mixed = quantizer.state.mixed
             name = f'W{w_bits}A{a_bits} {method}'
             row = dict(method=method, w_bits=w_bits, a_bits=a_bits,
                        **accuracy(runner, model, name),
@@ -136,7 +140,17 @@ def methods_benchmark(cfg, runner, calib: CalibrationSet,
                        search_min_loss=min(result.search.history),
                        guard=result.search.guard,
                        p=result.p_star, func_evals=result.func_evals,
-                       seconds=seconds, seed=seed)
+                       seconds=seconds, seed=seed,
+                       **plan_costs(plans, macs, params))
+            if mixed:
+                row['mixed'] = dict(
+                    budget=mixed['budget'], used=mixed['used'],
+                    seconds=mixed['seconds'],
+                    sensitivity_seconds=mixed['sensitivity']['seconds'],
+                    widths={r['name']: [r['w_bits'], r['a_bits']]
+                            for r in mixed['layers']},
+                    check={k: v for k, v in mixed['check'].items()
+                           if k != 'pairs'})
             rows.append(row)
             if method == 'lapq' and plot_dir:
                 plot_run(result, plot_dir, f'w{w_bits}a{a_bits}_',

@@ -92,8 +92,10 @@ def quantize_from_config(cfg, eval_quantized: Optional[str] = None,
                 # The run's memory format, chosen once: the FP32 evaluation
                 # runs as fast as the quantized one.
                 probe = next(iter(runner.test_loop.dataloader))
-                quantizer.prepare(
-                    model, model.data_preprocessor(probe, False)['inputs'])
+                inputs = model.data_preprocessor(probe, False)['inputs']
+                quantizer.prepare(model, inputs)
+                with ranks_agree():
+                    quantizer.check_mixed(model, inputs)
             runner.test()
     except BaseException:
         # This run's log folder goes, and the work dir too if this run

@@ -22,6 +22,7 @@ from ..registry import MODELS
 from ..quant.bn_fold import fold_batch_norms
 from ..quant.equalize import equalize
 from ..lapq.chain import build_chain, classifier_logits
+from ..lapq.mixed import MixedSettings, choose_widths, cost_model
 from .errors import LAPQError
 from .run_state import RunState
 from ..quant.precision import tf32_mode
@@ -58,6 +59,11 @@ class LAPQQuantizer:
             gptq=dict(damp, block_size, act_order), adaround=dict(iters,
             batch_size, lr, drop_prob, ...).
         calib (dict): num_images, seed, batch_size of the calibration set.
+        mixed (dict): per-layer widths under a budget, chosen by the
+            calibration loss (:class:`mmlapq.lapq.mixed.MixedSettings`:
+            budget=dict(bops_of='w4a4') | dict(bops=...) |
+            dict(weight_bytes=...) | dict(weight_bits_avg=...) |
+            dict(latency=MS, table=PATH); w_candidates, a_candidates).
         cache_bytes (int): memory for the objective's cached activations.
         allow_tf32 (bool): allow TF32 on GPUs in every stage: FP32
             evaluation, search and final test (noisier loss; off by
@@ -70,6 +76,7 @@ class LAPQQuantizer:
     def __init__(self, init: Optional[dict] = None,
                  search: Optional[dict] = None, calib: Optional[dict] = None,
                  rounding: Optional[dict] = None,
+                 mixed: Optional[dict] = None,
                  cache_bytes: int = 4 << 30, allow_tf32: bool = False,
                  channels_last: bool = True, **quant):
         quant, init, search, calib, rounding = (
@@ -80,6 +87,8 @@ class LAPQQuantizer:
             self.init = InitSettings(**init)
             self.search = SearchSettings(**search)
             self.rounding = RoundingSettings(**rounding)
+            self.mixed = None if mixed is None else MixedSettings(
+                **to_builtin(mixed))
             if self.rounding.learned and \
                     self.quant.bias_correction == 'mean':
                 raise ValueError(f"rounding.method='{self.rounding.method}'"
@@ -167,6 +176,7 @@ class LAPQQuantizer:
                         adaround=asdict(self.rounding.adaround_settings))
         return to_builtin(dict(quant=self.quant.to_dict(), init=init,
                                search=search, rounding=rounding,
+                               mixed=self.mixed and self.mixed.to_dict(),
                                calib=dict(self.calib),
                                cache_bytes=self.cache_bytes,
                                allow_tf32=self.allow_tf32,
@@ -193,6 +203,40 @@ class LAPQQuantizer:
                         f"ReLU: {len(record['relu6_replaced'])}; biases "
                         f"absorbed: {record['biases_absorbed']}")
 
+    def check_mixed(self, model: nn.Module, probe: torch.Tensor) -> None:
+        """A budget that cannot be met, or a latency table of another
+        model, fails before any work."""
+        if self.mixed is None:
+            return
+        try:
+            cost_model(model, probe, self.quant, self.mixed)
+        except ValueError as exc:
+            raise LAPQError(str(exc)) from None
+
+    def choose_widths(self, model: nn.Module, calib: CalibrationSet,
+                      logger=None, reduce_fn=None, reduce_hist=None,
+                      search_state=None) -> None:
+        """Mixed precision: each free layer's widths from the sensitivity
+        and the budget (``lapq.mixed``), as overrides of the settings (so
+        the checkpoint rebuilds them); a resumed run takes the saved
+        allocation. The record goes to ``state.mixed``."""
+        saved = search_state.get('mixed') if search_state else None
+        if saved is None:
+            try:
+                result = choose_widths(
+                    model, self.quant, self.mixed, calib, self.init,
+                    self.cache_bytes, reduce_fn, reduce_hist,
+                    seed=self.calib['seed'],
+                    log=logger.info if logger else None)
+            except ValueError as exc:
+                raise LAPQError(str(exc)) from None
+            saved = dict(overrides=result.overrides, record=result.record)
+            if search_state is not None:
+                search_state.update(mixed=saved)
+        self.quant.overrides = dict(self.quant.overrides,
+                                    **saved['overrides'])
+        self.state.mixed = saved['record']
+
     def wrap(self, model: nn.Module):
         try:
             return quantize_model(model, self.quant)
@@ -209,6 +253,10 @@ class LAPQQuantizer:
         self.prepare(model, calib.inputs[0])
         calib = self.prepare_calibration(calib)
         self.equalize(model, calib.inputs[0], logger)
+        if self.mixed is not None:
+            with tf32_mode(self.allow_tf32):
+                self.choose_widths(model, calib, logger, reduce_fn,
+                                   reduce_hist, search_state)
         plans = self.wrap(model)
         steps = build_chain(model, calib.inputs[0], logger)
         if logger:

@@ -46,6 +46,7 @@ def build_report(runner, metrics: dict) -> dict:
         lapq=summary['lapq'],
         rounding=summary['rounding'],
         equalization=state.equalization,
+        mixed=state.mixed,
         calibration=state.calib_record,
         settings=quantizer.settings(),
         channels_last=bool(state.channels_last),
@@ -65,7 +66,8 @@ def write_run_outputs(runner, report: dict, save_checkpoint: bool = True,
     files = dict(table=summary_table(report))
     if plots:
         files['plots'] = plot_run(quantizer.state.result,
-                                  osp.join(work_dir, 'plots'))
+                                  osp.join(work_dir, 'plots'),
+                                  mixed=quantizer.state.mixed)
     if save_checkpoint:
         files['checkpoint'] = save_quantized_checkpoint(
             unwrap(runner.model), quantizer, quantizer.state.plans,

@@ -43,6 +43,8 @@ class RunState:
         calib_record: where the calibration images came from.
         equalization: the record of cross-layer equalization (pairs,
             ReLU6 modules replaced), when the run equalized.
+        mixed: the record of the mixed-precision allocation (sensitivity,
+            chosen widths, budget used), when the run chose widths.
         plans: the quantized layers.
         result: the LAPQ result (init, search, rounding, timings).
         init_metrics: test metrics at the layer-wise init's clips.
@@ -58,6 +60,7 @@ class RunState:
     calib: Any = None
     calib_record: Optional[dict] = None
     equalization: Optional[dict] = None
+    mixed: Optional[dict] = None
     plans: Optional[List[Any]] = None
     result: Any = None
     init_metrics: Optional[Dict[str, float]] = None

@@ -131,6 +131,23 @@ class CalibrationObjective:
         return outs
 
     @torch.no_grad()
+    def loss_from(self, start_step: int,
+                  batch_inputs: Sequence[torch.Tensor]) -> float:
+        """Mean cross-entropy (over every process) of steps
+        ``start_step..`` run on ``batch_inputs``, the inputs of that step
+        for the calibration batches (uncached, uncounted)."""
+        total = None
+        for x, y in zip(self.run_from(start_step, batch_inputs),
+                        self.calib.labels):
+            batch = F.cross_entropy(x.float(), y, reduction='sum')
+            batch = batch.to(wide_dtype(batch.device))
+            total = batch if total is None else total + batch
+        count = self.calib.num_images
+        if self.reduce_fn is not None:
+            total, count = self.reduce_fn(total, count)
+        return float(total) / count
+
+    @torch.no_grad()
     def image_losses(self) -> torch.Tensor:
         """Cross-entropy of each calibration image of this process at the
         model's current clips (uncached), in the set's order."""

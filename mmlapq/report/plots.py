@@ -105,10 +105,55 @@ def plot_loss_surface(surfaces: Sequence[dict], path: str) -> Optional[str]:
     return _save(fig, path)
 
 
+def plot_sensitivity(mixed: Optional[dict], path: str) -> Optional[str]:
+    """Mixed precision's heatmap: each free layer (rows) against each
+    candidate width of its weight and input (columns), the calibration loss
+    increase on a log scale; the chosen widths are framed."""
+    if not mixed:
+        return None
+    plt = _plt()
+    increase = mixed['sensitivity']['increase']
+    chosen = {row['name']: row for row in mixed['layers']}
+    names = list(increase)
+    columns = sorted({(t, int(b)) for tensors in increase.values()
+                      for t, by in tensors.items() for b in by},
+                     key=lambda c: (c[0] != 'weight', c[1]))
+    values = np.full((len(names), len(columns)), np.nan)
+    for i, name in enumerate(names):
+        for j, (tensor, bits) in enumerate(columns):
+            v = increase[name].get(tensor, {}).get(str(bits))
+            if v is not None:
+                values[i, j] = max(v, 1e-6)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * len(columns),
+                                    1.5 + 0.16 * len(names)))
+    from matplotlib.colors import LogNorm
+    image = ax.imshow(values, aspect='auto', cmap='magma_r',
+                      norm=LogNorm(vmin=1e-5, vmax=max(
+                          1e-4, float(np.nanmax(values)))))
+    for i, name in enumerate(names):
+        for j, (tensor, bits) in enumerate(columns):
+            key = 'w_bits' if tensor == 'weight' else 'a_bits'
+            if chosen.get(name, {}).get(key) == bits:
+                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1,
+                                           fill=False, ec='tab:blue', lw=1.5))
+    ax.set_xticks(range(len(columns)))
+    ax.set_xticklabels([f"{'W' if t == 'weight' else 'A'}{b}"
+                        for t, b in columns])
+    ax.set_yticks(range(len(names)))
+    ax.set_yticklabels([n.replace('backbone.', '') for n in names],
+                       fontsize=5)
+    fig.colorbar(image, ax=ax, label='calibration loss increase')
+    ax.set_title(f"Sensitivity (chosen widths framed)\n{mixed['kind']} "
+                 f"{mixed['used']:.4g} of {mixed['budget']:.4g}",
+                 fontsize=8)
+    return _save(fig, path)
+
+
 def plot_run(result, plot_dir: str, prefix: str = '',
-             fmt: str = 'png') -> List[str]:
-    """The three plots of one LAPQ run (a ``LapqResult``): p sweep, search
-    loss, and clips relative to max |x|. Returns the paths written."""
+             fmt: str = 'png', mixed: Optional[dict] = None) -> List[str]:
+    """The plots of one LAPQ run (a ``LapqResult``): p sweep, search loss,
+    clips relative to max |x|, and (``mixed``, the allocation's record)
+    the sensitivity heatmap. Returns the paths written."""
     os.makedirs(plot_dir, exist_ok=True)
     final = {n: float(v.float().max()) for n, v in result.clips.items()}
     init = {n: float(v.float().max()) for n, v in result.init_clips.items()}
@@ -120,4 +165,5 @@ def plot_run(result, plot_dir: str, prefix: str = '',
         plot_p_sweep(result.p_sweep, path('p_sweep')),
         plot_search(result.search.history, path('search_loss')),
         plot_clips(list(result.clips), init, final, result.clip_maxima,
-                   path('clips'))) if p]
+                   path('clips')),
+        plot_sensitivity(mixed, path('sensitivity'))) if p]

@@ -72,6 +72,44 @@ def summary_table(report: dict) -> str:
     return '\n'.join(lines)
 
 
+def mixed_lines(mixed: Optional[dict]) -> List[str]:
+    """The mixed-precision section: budget, what it used, the check of the
+    additive model, and each free layer's sensitivity."""
+    if not mixed:
+        return []
+    check = mixed['check']
+    uniform = ', '.join(f'{k} {v:.4g}' for k, v in mixed['uniform'].items())
+    lines = [
+        '## Mixed precision', '',
+        f"Budget {mixed['kind']} {mixed['settings']['budget']}: "
+        f"{mixed['budget']:.6g} {mixed['unit']}; used {mixed['used']:.6g} "
+        f"(smallest possible {mixed['minimum']:.6g}; uniform: {uniform}).",
+        '',
+        f"Additive model: predicted calibration loss "
+        f"{check['predicted_loss']:.5f}, measured "
+        f"{check['measured_loss']:.5f} (base {check['base_loss']:.5f}; Lp "
+        f"clips, nearest rounding); rank correlation of {len(check['pairs'])}"
+        f" measured pairs with their predictions "
+        f"{_fmt(check['pair_spearman'])}. Sensitivity "
+        f"{mixed['sensitivity']['probes']} probes in "
+        f"{mixed['sensitivity']['seconds']:.1f} s.", '']
+    increase = mixed['sensitivity']['increase']
+    columns = sorted({(t, int(b)) for tensors in increase.values()
+                      for t, by in tensors.items() for b in by},
+                     key=lambda c: (c[0] != 'weight', c[1]))
+    heads = [f"{'W' if t == 'weight' else 'A'}{b}" for t, b in columns]
+    lines += ['| layer | MACs | chosen | ' + ' | '.join(heads) + ' |',
+              '|---|---|---|' + '---|' * len(heads)]
+    for row in mixed['layers']:
+        cells = [increase.get(row['name'], {}).get(t, {}).get(str(b))
+                 for t, b in columns]
+        lines.append(f"| {row['name']} | {row['macs']} | W{row['w_bits']}"
+                     f"A{row['a_bits']} | " + ' | '.join(
+                         '-' if c is None else f'{c:.2e}' for c in cells)
+                     + ' |')
+    return lines + ['']
+
+
 def write_markdown(report: dict, path: str) -> None:
     s = report['settings']['quant']
     env = report['env']
@@ -82,8 +120,11 @@ def write_markdown(report: dict, path: str) -> None:
                       'continue with `tools/quantize.py ... --resume`.')
     if report.get('resumed'):
         status.append('Resumed from the search state of an interrupted run.')
+    mixed = report.get('mixed')
+    title = f"W{s['w_bits']}A{s['a_bits']}" if not mixed else \
+        f"mixed precision, {mixed['kind']} {mixed['settings']['budget']}"
     lines = [
-        f"# LAPQ report: W{s['w_bits']}A{s['a_bits']}",
+        f"# LAPQ report: {title}",
         '',
         *[line for text in status for line in (text, '')],
         f"config `{report.get('config')}`, checkpoint "
@@ -113,7 +154,8 @@ def write_markdown(report: dict, path: str) -> None:
             f"{_fmt(row['a_bits'])} | {_fmt(row['w_clip_init'], 4)} -> "
             f"{_fmt(row['w_clip'], 4)} | {_fmt(row['a_clip_init'], 4)} -> "
             f"{_fmt(row['a_clip'], 4)} |")
-    lines += ['', f"torch {env['torch']}, {library_line(env)}, mmengine "
+    lines += [''] + mixed_lines(mixed)
+    lines += [f"torch {env['torch']}, {library_line(env)}, mmengine "
               f"{env['mmengine']}, mmlapq {env['mmlapq']}, {env['device']}, "
               f"{env['date']}", '']
     write_text(path, '\n'.join(lines))

@@ -177,3 +177,29 @@ def test_config_without_stages_fails_with_one_line(tmp_path):
                     "quantizer = dict(type='mmlapq.LAPQQuantizer')\n")
     with pytest.raises(LAPQError, match='lapq_hooks.*inherit configs/'):
         load_config(str(path))
+
+
+@pytest.mark.parametrize('name', [
+    'mobilenet-v2_fmnist_mixed_bops-w4a4', 'resnet18_fmnist_mixed_bops-w4a4',
+    'vgg16_mixed_bops-w4a4', 'resnet50_mixed_bops-w4a4'])
+def test_mixed_precision_configs(name):
+    """Issue 29's configs: the uniform W4A4 config's model, checkpoint and
+    settings, and mixed precision at the BOPs of W4A4."""
+    from mmengine.registry import init_default_scope
+
+    from mmlapq.registry import MODELS
+    init_default_scope('mmcls')
+    cfg = Config.fromfile(osp.join(REPO, 'configs', 'lapq', f'{name}.py'))
+    uniform = Config.fromfile(osp.join(
+        REPO, 'configs', 'lapq', name.replace('_mixed_bops-w4a4', '_w4a4.py')))
+    assert cfg.model == uniform.model and cfg.load_from == uniform.load_from
+    quantizer = MODELS.build(cfg.quantizer)
+    assert quantizer.mixed.kind == 'bops_of'
+    assert quantizer.mixed.uniform == (4, 4)
+    assert quantizer.mixed.w_candidates == (2, 3, 4, 8)
+    assert quantizer.mixed.a_candidates == (4, 8)
+    settings = quantizer.settings()
+    assert settings.pop('mixed')['budget'] == dict(bops_of='w4a4')
+    expected = MODELS.build(uniform.quantizer).settings()
+    assert expected.pop('mixed') is None
+    assert settings == expected

@@ -9,6 +9,7 @@ import sys
 
 import onnx
 import pytest
+from conftest import skip_where_int8_pairs_saturate
 from onnx import TensorProto
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -41,6 +42,7 @@ def test_w4a4_checkpoint_and_onnx_match_pytorch(tmp_path, fmnist_data):
     assert {n: t for n, t in stored.items() if n.endswith('weight_quantized')
             } and set(stored.values()) == {TensorProto.INT8,
                                            TensorProto.INT32}
+    skip_where_int8_pairs_saturate()
     found = re.search(r'on (\d+) test images: top-1 ([\d.]+) vs ([\d.]+), '
                       r'predictions agree on ([\d.]+)%', out)
     images, top1_ort, top1_torch, agree = found.groups()

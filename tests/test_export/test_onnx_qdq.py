@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 from mmengine.registry import MODELS, init_default_scope
 from onnx import TensorProto, numpy_helper
+from conftest import skip_where_int8_pairs_saturate
 from toy_runner import toy_config
 
 import mmlapq  # noqa: F401
@@ -70,14 +71,15 @@ def test_same_predictions_in_onnxruntime(tmp_path, w_bits, a_bits):
     assert stored[f'model.{middle}.bias_quantized'] == TensorProto.INT32
     assert not any(t == TensorProto.FLOAT and name.endswith(
         ('.weight', '.bias')) for name, t in stored.items())
-    ref, out = run_both(model, path, images())
-    assert (ref.argmax(1) == out.argmax(1)).all()
-    assert np.abs(out - ref).max() < 1e-4
     # Every quantized layer runs an integer kernel in onnxruntime.
     ops = integer_kernels(path, tmp_path)
     assert ops['float_layers'] == []
     assert ops['counts'].get('QLinearConv') == 2
     assert ops['counts'].get('QGemm') == 1
+    skip_where_int8_pairs_saturate()
+    ref, out = run_both(model, path, images())
+    assert (ref.argmax(1) == out.argmax(1)).all()
+    assert np.abs(out - ref).max() < 1e-4
 
 
 def test_weights_and_biases_decode_to_the_layer_codes(tmp_path):
@@ -108,11 +110,12 @@ def test_int4_storage_halves_the_weights_at_opset_21(tmp_path):
     dq = [n for n in onnx.load(path).graph.node
           if n.name == 'backbone.layers.3/weight/DequantizeLinear'][0]
     assert [a.i for a in dq.attribute if a.name == 'axis'] == [0]
+    # The price: no runtime has a 4-bit conv kernel.
+    assert integer_kernels(path, tmp_path)['float_layers']
+    skip_where_int8_pairs_saturate()  # the 8-bit first and last layers
     ref, out = run_both(model, path, images())
     assert (ref.argmax(1) == out.argmax(1)).all()
     assert np.abs(out - ref).max() < 1e-4
-    # The price: no runtime has a 4-bit conv kernel.
-    assert integer_kernels(path, tmp_path)['float_layers']
     with pytest.raises(ExportError, match='INT4 weights need opset 21'):
         export_qdq(model, images(2), str(tmp_path / 'x.onnx'), opset=17,
                    weight_storage='int4')

@@ -1,0 +1,10 @@
+# mmcls's ImageNet VGG-16, official checkpoint.
+# Mixed precision (docs/mixed_precision.md): each layer's weight and input
+# widths chosen by LAPQ's calibration loss under the BOPs of uniform W4A4,
+# then LAPQ on that allocation with the settings of vgg16_w4a4.py:
+#   python tools/quantize.py configs/lapq/vgg16_mixed_bops-w4a4.py
+_base_ = ['./vgg16_w4a4.py']
+
+quantizer = dict(
+    mixed=dict(budget=dict(bops_of='w4a4'), w_candidates=(2, 3, 4, 8),
+               a_candidates=(4, 8)))
