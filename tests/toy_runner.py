@@ -34,7 +34,10 @@ class ToyClsDataset(Dataset):
 
     METAINFO = dict(classes=('a', 'b', 'c', 'd'))
 
-    def __init__(self, num: int = 32, seed: int = 0, pipeline=None):
+    def __init__(self, num: int = 32, seed: int = 0, pipeline=None,
+                 indices=None):
+        if indices is not None:  # the first ``indices`` items, as mmengine
+            num = min(num, int(indices))
         g = torch.Generator().manual_seed(seed)
         templates = torch.rand(4, 3, 8, 8, generator=g) * 255
         self.labels = torch.randint(0, 4, (num, ), generator=g)

@@ -50,6 +50,69 @@ def optimized_ops(path: str, work_dir: str) -> Dict[str, object]:
         n.name for n in nodes if n.op_type in FLOAT_KERNELS])
 
 
+LAYER_KERNELS = FLOAT_KERNELS + ('QLinearConv', 'QGemm', 'QLinearMatMul',
+                                 'MatMulInteger', 'ConvInteger')
+
+
+def kernel_times_by_layer(path: str, x: np.ndarray, runs: int = 20,
+                          threads: Optional[int] = 1,
+                          work_dir: Optional[str] = None
+                          ) -> Dict[str, float]:
+    """Milliseconds per run of each conv / matrix-product kernel of
+    ``path`` on ``x`` by the module it was exported from
+    (``backbone.layer1.0.conv1``), from onnxruntime's profiler: the median
+    over ``runs`` after one warm-up. The float ops just before a kernel (a
+    requantization, a Clip on codes) count to it."""
+    import json
+    import tempfile
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.enable_profiling = True
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        options.profile_file_prefix = os.path.join(tmp, 'profile')
+        session = ort.InferenceSession(path, options,
+                                       providers=['CPUExecutionProvider'])
+        name = session.get_inputs()[0].name
+        for _ in range(runs + 1):
+            session.run(None, {name: x})
+        with open(session.end_profiling()) as f:
+            events = json.load(f)
+    times: Dict[str, list] = {}
+    pending = 0.0
+    for event in events:
+        if event.get('cat') != 'Node' or \
+                not event['name'].endswith('_kernel_time'):
+            continue
+        if event['args'].get('op_name') not in LAYER_KERNELS:
+            pending += event['dur']
+            continue
+        module = module_of_node(event['name'])
+        times.setdefault(module, []).append((pending + event['dur']) / 1e3)
+        pending = 0.0
+    return {module: float(np.median(t[1:])) for module, t in times.items()}
+
+
+def module_of_node(node: str) -> str:
+    """The module path of an exported node from its scope name:
+    '/model/backbone/layer1/layer1.0/conv1/Conv_token_3_kernel_time' ->
+    'backbone.layer1.0.conv1' (torch names a child of a Sequential
+    'parent.index')."""
+    parts = node.split('/')[1:-1]
+    if parts and parts[0] == 'model':
+        parts = parts[1:]
+    name = []
+    for part in parts:
+        previous = name[-1] if name else None
+        if previous is not None and part.startswith(previous + '.'):
+            part = part[len(previous) + 1:]
+        name.append(part)
+    return '.'.join(name)
+
+
 def ort_runner(path: str, threads: Optional[int] = None) -> Runner:
     session = ort_session(path, threads)
     name = session.get_inputs()[0].name
