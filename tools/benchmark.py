@@ -33,7 +33,9 @@ def parse_args(argv=None):
                    'README: lapq_gptq_after lapq_gptq_before_all; '
                    'equalization and block reconstruction: cle_gptq '
                    'adaround qdrop lapq_qdrop lapq_cle_qdrop '
-                   'lapq_cle_qdrop_between)')
+                   'lapq_cle_qdrop_between; mixed precision at the BOPs of '
+                   'each --bits: lapq_mixed, against the config\'s own '
+                   'uniform settings: config)')
     p.add_argument('--bits', nargs='+', help='e.g. w8a8 w4a4 w2a4')
     p.add_argument('--out', help='output folder (default '
                    'work_dirs/benchmark[_quick|_speed])')

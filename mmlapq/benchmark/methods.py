@@ -66,9 +66,12 @@ METHODS = {
                                     adaround=dict(drop_prob=0.5))),
 }
 # Mixed precision (lapq/mixed.py) at the BOPs of the row's uniform width,
-# then LAPQ with QDrop as 'lapq_qdrop'; the candidates are the config's
-# quantizer.mixed ones, or the defaults.
-METHODS['lapq_mixed'] = METHODS['lapq_qdrop']
+# then the config's own init, search and rounding (QDrop for the ResNet and
+# MobileNetV2 configs, GPTQ for VGG); the candidates are the config's
+# quantizer.mixed ones, or the defaults. 'config' is the same without
+# mixed precision: the uniform row to compare with.
+METHODS['lapq_mixed'] = (dict(), dict(), dict())
+METHODS['config'] = (dict(), dict(), dict())
 MIXED_METHODS = ('lapq_mixed', )
 # Quantizer settings a method sets whatever the config says.
 METHOD_QUANT = {
@@ -78,7 +81,6 @@ METHOD_QUANT = {
     'lapq_qdrop': dict(equalize=False),
     'lapq_cle_qdrop': dict(equalize=True),
     'lapq_cle_qdrop_between': dict(equalize=True),
-    'lapq_mixed': dict(equalize=False),
 }
 DEFAULT_METHODS = ('max', 'l2', 'l3', 'aciq', 'lp', 'lapq')
 DEFAULT_BITS = ('w8a8', 'w4a8', 'w4a4', 'w3a3', 'w2a4')

@@ -40,10 +40,10 @@ from ..lapq.initialize import ClipInitializer
 from ..lapq.mixed import layer_macs, plan_costs
 from ..quant import clips_applied
 from ..quant.precision import tf32_mode
-from ..report import (benchmark_markdown, plot_loss_surface, plot_run,
-                      seed_summary)
+from ..report import (benchmark_markdown, plot_loss_surface, plot_pareto,
+                      plot_run, seed_summary)
 from .gate import QUICK, quick_gate
-from .methods import (DEFAULT_BITS, DEFAULT_METHODS, METHODS,
+from .methods import (DEFAULT_BITS, DEFAULT_METHODS, METHODS, MIXED_METHODS,
                       make_quantizer, parse_bits)
 
 
@@ -163,7 +163,8 @@ def methods_benchmark(cfg, runner, calib: CalibrationSet,
                     method='lp', w_bits=w_bits, a_bits=a_bits,
                     **lp_accuracy, calib_loss=result.init_loss,
                     init_calib_loss=result.init_loss, p=result.p_star,
-                    func_evals=0, seconds=result.seconds['init'], seed=seed))
+                    func_evals=0, seconds=result.seconds['init'], seed=seed,
+                    **plan_costs(plans, macs, params)))
             if logger:
                 logger.info(f"W{w_bits}A{a_bits} {method}: top-1 "
                             f"{row['top1']:.2f}, loss {row['calib_loss']:.4f}"
@@ -280,6 +281,11 @@ def run_benchmark(cfg, opts: BenchmarkOptions) -> dict:
                   env=collect_run_env(), max_evals=opts.get('max_evals'),
                   kind=opts.kind, date=datetime.date.today().isoformat())
     summary = seed_summary(rows) if len(records) > 1 else None
+    if any(r['method'] in MIXED_METHODS for r in rows):
+        for cost in ('bops', 'weight_bytes'):
+            plot_pareto(rows, osp.join(opts.out, 'plots',
+                                       f'pareto_{cost}.{opts.plot_format}'),
+                        cost, osp.basename(opts.config))
     dump_json(dict(header, rows=rows, summary=summary, surfaces=surfaces),
               osp.join(opts.out, 'benchmark.json'))
     table = benchmark_markdown(rows, header, summary)

@@ -149,6 +149,50 @@ def plot_sensitivity(mixed: Optional[dict], path: str) -> Optional[str]:
     return _save(fig, path)
 
 
+def plot_pareto(rows: Sequence[dict], path: str, cost: str = 'bops',
+                title: str = '') -> Optional[str]:
+    """Top-1 against a cost (``'bops'`` or ``'weight_bytes'``) of the
+    benchmark's rows: one series per method, the mean over seeds with
+    sample-std bars, each point labelled with its width (for a mixed row:
+    the uniform width whose BOPs were its budget)."""
+    groups: Dict[tuple, List[dict]] = {}
+    for row in rows:
+        if row.get(cost) is None or row['method'] == 'fp32':
+            continue
+        groups.setdefault((row['method'], row['w_bits'], row['a_bits']),
+                          []).append(row)
+    if not groups:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    methods = list(dict.fromkeys(m for m, _, _ in groups))
+    for method in methods:
+        points = sorted(
+            (float(np.mean([r[cost] for r in g])),
+             float(np.mean([r['top1'] for r in g])),
+             float(np.std([r['top1'] for r in g], ddof=1))
+             if len(g) > 1 else 0.0, f'W{w}A{a}')
+            for (m, w, a), g in groups.items() if m == method)
+        xs, ys, es, labels = zip(*points)
+        ax.errorbar(xs, ys, yerr=es, marker='o', capsize=3,
+                    label='mixed (budget: BOPs of the width)'
+                    if method == 'lapq_mixed' else f'uniform ({method})')
+        for x, y, label in zip(xs, ys, labels):
+            ax.annotate(label, (x, y), textcoords='offset points',
+                        xytext=(4, -10), fontsize=7)
+    fp32 = [r['top1'] for r in rows if r['method'] == 'fp32']
+    if fp32:
+        ax.axhline(fp32[0], color='k', ls=':', lw=1, label='FP32')
+    ax.set_xscale('log')
+    ax.set_xlabel({'bops': 'BOPs (MACs x weight bits x input bits)',
+                   'weight_bytes': 'weight codes in the checkpoint (bytes)'}
+                  .get(cost, cost))
+    ax.set_ylabel('top-1 (%)')
+    ax.legend(fontsize=7)
+    ax.set_title(title or 'Top-1 against cost', fontsize=9)
+    return _save(fig, path)
+
+
 def plot_run(result, plot_dir: str, prefix: str = '',
              fmt: str = 'png', mixed: Optional[dict] = None) -> List[str]:
     """The plots of one LAPQ run (a ``LapqResult``): p sweep, search loss,

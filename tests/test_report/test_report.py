@@ -84,3 +84,40 @@ def test_plots_are_written(tmp_path, fmt):
     assert plot_search([], str(tmp_path / 'none.png')) is None
     assert plot_search([0.3, 0.2, 0.25], str(tmp_path / f's.{fmt}'))
     assert sorted(os.listdir(tmp_path)) == [f'p.{fmt}', f's.{fmt}']
+
+
+def test_mixed_precision_section_heatmap_and_pareto_plots(tmp_path):
+    """The report's mixed-precision section names the budget, what was
+    used and each layer's choice; the heatmap and the Pareto plots are
+    written (None when there is nothing to plot)."""
+    from mmlapq.report.plots import plot_pareto, plot_sensitivity
+    from mmlapq.report.report import mixed_lines
+    mixed = dict(
+        settings=dict(budget=dict(bops_of='w4a4')), kind='bops_of',
+        unit='BOPs', budget=1000.0, used=990.0, minimum=500.0,
+        uniform={'w4a4': 1000.0},
+        check=dict(base_loss=0.1, predicted_loss=0.2, measured_loss=0.25,
+                   pairs=[], pair_spearman=float('nan')),
+        sensitivity=dict(probes=2, seconds=1.0, increase={
+            'conv': {'weight': {'2': 0.5, '8': 0.0},
+                     'input': {'4': 0.01, '8': 0.0}}}),
+        layers=[dict(name='conv', macs=10, w_bits=8, a_bits=4),
+                dict(name='fc', macs=2, w_bits=8, a_bits=8)])
+    text = '\n'.join(mixed_lines(mixed))
+    assert 'used 990 (smallest possible 500' in text
+    assert '| conv | 10 | W8A4 | 5.00e-01 | 0.00e+00 | 1.00e-02 |' in text
+    assert '| fc | 2 | W8A8 | - | - | - | - |' in text
+    assert mixed_lines(None) == []
+    assert plot_sensitivity(mixed, str(tmp_path / 's.png'))
+    assert plot_sensitivity(None, str(tmp_path / 'n.png')) is None
+    rows = [dict(method='fp32', w_bits=32, a_bits=32, top1=92.0)] + [
+        dict(method=m, w_bits=w, a_bits=a, top1=t + s, seed=s,
+             bops=b, weight_bytes=b / 10)
+        for m, w, a, t, b in [('config', 4, 4, 90.0, 1e8),
+                              ('config', 3, 3, 87.0, 6e7),
+                              ('lapq_mixed', 4, 4, 90.5, 1e8)]
+        for s in (0, 1)]
+    for cost in ('bops', 'weight_bytes'):
+        assert os.path.getsize(plot_pareto(rows, str(tmp_path / f'{cost}.svg'),
+                                           cost)) > 0
+    assert plot_pareto(rows[:1], str(tmp_path / 'none.svg')) is None
