@@ -374,11 +374,13 @@ def choose_widths(model: nn.Module, quant: QuantSettings,
     allocation = allocate(layers, budget)
     check = _check_additivity(objective, base, allocation, sens, costs,
                               settings, seed, reduce_hist, init.hist_bins)
-    log(f"allocation: {costs.unit()} {allocation.cost:.6g} of budget "
+    uniform = '' if check['uniform_loss'] is None else \
+        f" (the budget's uniform width: {check['uniform_loss']:.5f})"
+    log(f'allocation: {costs.unit()} {allocation.cost:.6g} of budget '
         f'{budget:.6g}; predicted calibration loss '
-        f"{check['predicted_loss']:.5f}, measured {check['measured_loss']:.5f}"
-        f" (Lp clips, nearest rounding); pair rank correlation "
-        f"{check['pair_spearman']:.2f}")
+        f"{check['predicted_loss']:.5f}, measured "
+        f"{check['measured_loss']:.5f}{uniform} (Lp clips, nearest "
+        f"rounding); pair rank correlation {check['pair_spearman']:.2f}")
     overrides = {c.name: {k: v for k, v in zip(
         ('w_bits', 'a_bits'), allocation.choice[c.name])
         if (k == 'w_bits' and c.free_w) or (k == 'a_bits' and c.free_a)}
@@ -433,6 +435,17 @@ def _check_additivity(objective, base, allocation: Allocation, sens,
         pairs.append(dict(probes=[list(first), list(second)],
                           predicted=sens.of(*first) + sens.of(*second),
                           measured=loss - sens.base_loss))
+    uniform_loss = None
+    if settings.kind == 'bops_of':  # the uniform point of the same budget
+        uniform = {}
+        for c in costs.costs:
+            w, a = costs.uniform_option(c, settings.uniform)
+            if c.free_w and w != base_bits:
+                uniform[(c.name, WEIGHT)] = w
+            if c.free_a and a != base_bits:
+                uniform[(c.name, INPUT)] = a
+        uniform_loss = loss_of_widths(objective, base, uniform, settings.p,
+                                      reduce_hist, hist_bins)
     rho = float('nan')
     if len(pairs) >= 3:
         rho = float(spearmanr([p['predicted'] for p in pairs],
@@ -440,7 +453,8 @@ def _check_additivity(objective, base, allocation: Allocation, sens,
     return dict(base_loss=sens.base_loss,
                 predicted_loss=sens.base_loss +
                 allocation.predicted_loss_increase,
-                measured_loss=measured, pairs=pairs, pair_spearman=rho)
+                measured_loss=measured, uniform_loss=uniform_loss,
+                pairs=pairs, pair_spearman=rho)
 
 
 def plan_costs(plans, macs: Dict[str, int], params: Dict[str, int]

@@ -79,6 +79,8 @@ def mixed_lines(mixed: Optional[dict]) -> List[str]:
         return []
     check = mixed['check']
     uniform = ', '.join(f'{k} {v:.4g}' for k, v in mixed['uniform'].items())
+    uniform_loss = '' if check.get('uniform_loss') is None else \
+        f"; the budget's uniform width: {check['uniform_loss']:.5f}"
     lines = [
         '## Mixed precision', '',
         f"Budget {mixed['kind']} {mixed['settings']['budget']}: "
@@ -87,9 +89,9 @@ def mixed_lines(mixed: Optional[dict]) -> List[str]:
         '',
         f"Additive model: predicted calibration loss "
         f"{check['predicted_loss']:.5f}, measured "
-        f"{check['measured_loss']:.5f} (base {check['base_loss']:.5f}; Lp "
-        f"clips, nearest rounding); rank correlation of {len(check['pairs'])}"
-        f" measured pairs with their predictions "
+        f"{check['measured_loss']:.5f} (base {check['base_loss']:.5f}"
+        f"{uniform_loss}; Lp clips, nearest rounding); rank correlation of "
+        f"{len(check['pairs'])} measured pairs with their predictions "
         f"{_fmt(check['pair_spearman'])}. Sensitivity "
         f"{mixed['sensitivity']['probes']} probes in "
         f"{mixed['sensitivity']['seconds']:.1f} s.", '']

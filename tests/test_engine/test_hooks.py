@@ -54,10 +54,11 @@ def test_the_report_hook_writes_every_output(finished):
                          recursive=True)
 
 
-def reload_and_compare(runner, metrics, tmp_path, **quantizer):
+def reload_and_compare(runner, metrics, tmp_path, cfg=None, **quantizer):
     """--eval-quantized in-process: the run's lapq_quantized.pth rebuilt
-    into a fresh model gives the run's metrics and logits to the bit."""
-    cfg = toy_config(str(tmp_path))
+    into a fresh model (of ``cfg``, default the toy's) gives the run's
+    metrics and logits to the bit."""
+    cfg = cfg or toy_config(str(tmp_path))
     cfg.quantizer.update(quantizer)
     reloaded = Runner.from_cfg(cfg)
     quantizer = MODELS.build(cfg.quantizer)

@@ -9,13 +9,12 @@ import os.path as osp
 import pytest
 import torch
 from mmengine.runner import Runner
-from test_hooks import run
+from test_hooks import reload_and_compare, run
 from toy_runner import toy_config
 
 import mmlapq  # noqa: F401
 from mmlapq.engine import LAPQError
-from mmlapq.engine.run_state import attach_quantizer, unwrap
-from mmlapq.registry import MODELS as LAPQ_MODELS
+from mmlapq.engine.run_state import unwrap
 from mmlapq.quant import quant_layers
 
 MIXED = dict(budget=dict(bops_of='w3a3'), w_candidates=[2, 3, 4, 8],
@@ -85,17 +84,7 @@ def test_each_tensor_is_stored_and_reloaded_at_its_own_width(mixed_run,
     # the file, and computes what the run computed, to the bit
     cfg = mixed_config(str(tmp_path))
     del cfg.quantizer['mixed']
-    reloaded = Runner.from_cfg(cfg)
-    quantizer = LAPQ_MODELS.build(cfg.quantizer)
-    quantizer.state.reload_from = osp.join(runner.work_dir,
-                                           'lapq_quantized.pth')
-    attach_quantizer(reloaded, quantizer)
-    assert reloaded.test() == metrics
-    batch = next(iter(reloaded.test_dataloader))
-    x = unwrap(reloaded.model).data_preprocessor(batch, False)['inputs']
-    with torch.no_grad():
-        assert torch.equal(unwrap(reloaded.model)(x, mode='tensor'),
-                           unwrap(runner.model)(x, mode='tensor'))
+    reload_and_compare(runner, metrics, tmp_path, cfg)
 
 
 def test_a_budget_that_cannot_be_met_fails_before_any_work(tmp_path):

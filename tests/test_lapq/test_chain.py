@@ -82,6 +82,28 @@ def fixed_codes(model, seed=0):
         layer.set_weight_codes(moved.clamp(low, high).float())
 
 
+def random_imagenet_model(config: str, size: int = 64):
+    """The random ImageNet model of ``configs/lapq/{config}.py``, two
+    batches of two random images and labels, with the BN statistics of
+    these images and large logits: a random MobileNetV2's features
+    otherwise vanish (logits equal to 1e-10) and a loss would not notice a
+    wrong cache."""
+    model = build(Config.fromfile(f'configs/lapq/{config}.py').model)
+    g = torch.Generator().manual_seed(0)
+    inputs = [torch.randn(2, 3, size, size, generator=g) for _ in range(2)]
+    labels = [torch.randint(0, 1000, (2, ), generator=g) for _ in range(2)]
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    with torch.no_grad():
+        model.train()
+        model(torch.cat(inputs), mode='tensor')
+        model.eval()
+        model.head.fc.weight.mul_(100)
+    return model, inputs, labels
+
+
 @pytest.mark.parametrize('config', ['resnet18_w4a4', 'mobilenet-v2_w4a4'])
 def test_cached_loss_equals_the_full_forward(config):
     """The chain of a ResNet / MobileNetV2 (stem, blocks, last conv, neck,
@@ -93,23 +115,7 @@ def test_cached_loss_equals_the_full_forward(config):
     from mmlapq.lapq import CalibrationObjective, CalibrationSet
     from mmlapq.lapq.initialize import ClipInitializer, InitSettings
     from mmlapq.quant import QuantSettings, quantize_model
-    cfg = Config.fromfile(f'configs/lapq/{config}.py')
-    model = build(cfg.model)
-    g = torch.Generator().manual_seed(0)
-    inputs = [torch.randn(2, 3, 64, 64, generator=g) for _ in range(2)]
-    labels = [torch.randint(0, 1000, (2, ), generator=g) for _ in range(2)]
-    # BN statistics of these images, and large logits: a random
-    # MobileNetV2's features otherwise vanish (logits equal to 1e-10) and
-    # the loss would not notice a wrong cache.
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None
-    with torch.no_grad():
-        model.train()
-        model(torch.cat(inputs), mode='tensor')
-        model.eval()
-        model.head.fc.weight.mul_(100)
+    model, inputs, labels = random_imagenet_model(config)
     quantize_model(model, QuantSettings(w_bits=4, a_bits=4))
     calib = CalibrationSet(inputs, labels)
     steps = build_chain(model, inputs[0])

@@ -7,8 +7,7 @@ import functools
 
 import pytest
 import torch
-from mmengine.config import Config
-from test_chain import build
+from test_chain import random_imagenet_model
 
 import mmlapq  # noqa: F401
 from mmlapq.lapq import CalibrationObjective, CalibrationSet, FullForward
@@ -34,21 +33,9 @@ PROBED = {
 
 @functools.lru_cache(maxsize=None)
 def base_model(config):
-    """A random ImageNet model at 8 bits with max clips on 32 px images
-    (BN statistics of these images and a large head, as in test_chain)."""
-    model = build(Config.fromfile(f'configs/lapq/{config}.py').model)
-    g = torch.Generator().manual_seed(0)
-    inputs = [torch.randn(2, 3, 32, 32, generator=g) for _ in range(2)]
-    labels = [torch.randint(0, 1000, (2, ), generator=g) for _ in range(2)]
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None
-    with torch.no_grad():
-        model.train()
-        model(torch.cat(inputs), mode='tensor')
-        model.eval()
-        model.head.fc.weight.mul_(100)
+    """A random ImageNet model (test_chain's) at 8 bits with max clips on
+    32 px images."""
+    model, inputs, labels = random_imagenet_model(config, 32)
     quantize_model(model, QuantSettings(w_bits=8, a_bits=8))
     calib = CalibrationSet(inputs, labels)
     chain = CalibrationObjective(build_chain(model, inputs[0]), calib,
