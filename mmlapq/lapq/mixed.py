@@ -97,6 +97,7 @@ class MixedSettings:
         if self.kind == 'bops_of':
             self.uniform = parse_width(budget['bops_of'])
         else:
+            self.uniform = None
             check_type(f'mixed.budget.{self.kind}', budget[self.kind], float)
             if budget[self.kind] <= 0:
                 raise ValueError(f'mixed.budget.{self.kind} must be > 0')
@@ -107,6 +108,14 @@ class MixedSettings:
             if not values or len(set(values)) != len(values):
                 raise ValueError(f'mixed.{key}={list(values)} must be a '
                                  'non-empty list of distinct widths')
+        if self.uniform is not None:
+            # The uniform point of the budget is always an option, so the
+            # allocation can only predict better than it (a W3A3 budget
+            # with 4- and 8-bit inputs only would force 2-bit weights).
+            self.w_candidates = tuple(sorted(set(self.w_candidates) |
+                                             {self.uniform[0]}))
+            self.a_candidates = tuple(sorted(set(self.a_candidates) |
+                                             {self.uniform[1]}))
         try:
             all_options(self.w_candidates, self.a_candidates)
         except ValueError as exc:

@@ -50,8 +50,8 @@ def test_the_allocation_fits_the_budget_and_the_model_follows_it(mixed_run):
         assert layer.weight_quantizer.bits == row['w_bits']
         quantizer = layer.input_grid_quantizer()
         assert quantizer.bits == row['a_bits']
-    # W3A3's BOPs with 4- and 8-bit inputs only: some weights below 3 bits
-    assert min(r['w_bits'] for r in free) == 2
+    # the budget's uniform width is a candidate too (inputs at 3 bits)
+    assert mixed['settings']['a_candidates'] == [3, 4, 8]
     chosen = {r['name'] for r in mixed['layers']}
     assert {r['name']: (r['w_bits'], r['a_bits'])
             for r in report['layers'] if r['name'] in chosen} == {
@@ -61,6 +61,7 @@ def test_the_allocation_fits_the_budget_and_the_model_follows_it(mixed_run):
     assert set(sensitivity) == {r['name'] for r in free}
     assert set(sensitivity['backbone.layers.3']['weight']) == {
         '2', '3', '4', '8'}
+    assert set(sensitivity['backbone.layers.3']['input']) == {'3', '4', '8'}
     assert mixed['check']['measured_loss'] > 0
     assert len(mixed['check']['pairs']) <= 4
     text = open(osp.join(runner.work_dir, 'lapq_report.md')).read()
@@ -89,7 +90,7 @@ def test_each_tensor_is_stored_and_reloaded_at_its_own_width(mixed_run,
 
 def test_a_budget_that_cannot_be_met_fails_before_any_work(tmp_path):
     from mmlapq.engine.launch import quantize_from_config
-    cfg = mixed_config(str(tmp_path / 'wd'), budget=dict(bops_of='w2a2'))
+    cfg = mixed_config(str(tmp_path / 'wd'), budget=dict(bops=1e4))
     model = Runner.from_cfg(toy_config(str(tmp_path / 'float'))).model
     torch.save({'state_dict': model.state_dict()}, tmp_path / 'float.pth')
     cfg.load_from = str(tmp_path / 'float.pth')

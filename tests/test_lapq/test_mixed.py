@@ -81,6 +81,13 @@ def test_budgets_in_their_units(tmp_path):
     assert plan_costs(plans, MACS, params_of)['bops'] == bops.budget()
 
 
+def test_the_uniform_width_of_the_budget_is_a_candidate():
+    settings = MixedSettings(dict(bops_of='w3a3'))
+    assert settings.w_candidates == (2, 3, 4, 8)
+    assert settings.a_candidates == (3, 4, 8)
+    assert MixedSettings(dict(bops=1.0)).a_candidates == (4, 8)
+
+
 @pytest.mark.parametrize('mixed, message', [
     (dict(budget=dict(flops=1)), "budget key 'flops' is unknown"),
     (dict(budget=dict(bops=1, weight_bytes=2)), 'gives 2 budgets'),
@@ -106,12 +113,14 @@ def test_bad_settings_are_one_line_errors(mixed, message):
 
 def test_a_budget_below_the_smallest_widths_is_refused(tmp_path):
     model = toy(tmp_path)
-    settings = MixedSettings(dict(bops_of='w2a2'))
+    lowest = cost_model(model, probe(), QuantSettings(), MixedSettings(
+        dict(bops_of='w2a4'))).minimum()  # exactly the minimum: accepted
+    assert lowest == cost_model(model, probe(), QuantSettings(),
+                                MixedSettings(dict(bops=lowest))).budget()
     with pytest.raises(ValueError, match='is below .* what the smallest '
                        'candidate widths cost: raise the budget'):
-        cost_model(model, probe(), QuantSettings(), settings)
-    cost_model(model, probe(), QuantSettings(),
-               MixedSettings(dict(bops_of='w2a4')))  # exactly the minimum
+        cost_model(model, probe(), QuantSettings(),
+                   MixedSettings(dict(bops=lowest - 1)))
 
 
 def test_a_latency_table_of_another_model_is_refused(tmp_path):
