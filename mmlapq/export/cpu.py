@@ -11,7 +11,7 @@ is designed for the U8S8 format on AVX2 and AVX512 (non-VNNI) machines to
 mitigate saturation issues"). With VNNI (``vpdpbusd``, int32 sums), AMX, or
 on ARM, nothing saturates. 4-bit layers never do (255 x 7 x 2 < 32,767),
 nor 8-bit layers whose weights use 7 bits (255 x 63 x 2 < 32,767):
-docs/deployment.md.
+``quantizer.int16_safe_weights`` (docs/deployment.md).
 """
 import functools
 import platform
@@ -37,5 +37,6 @@ def int8_pairs_saturate() -> bool:
 SATURATION_NOTE = ('this CPU has no VNNI (AVX2 only): onnxruntime and '
                    "OpenVINO's u8s8 kernels saturate int16 pair sums on "
                    'layers with 8-bit weights and 8-bit inputs, so they '
-                   'differ from the QDQ graph there (docs/deployment.md, '
-                   '"CPUs without VNNI")')
+                   'differ from the QDQ graph there; for such CPUs quantize '
+                   'with quantizer.int16_safe_weights=True '
+                   '(docs/deployment.md, "CPUs without VNNI")')

@@ -35,6 +35,7 @@ WEIGHT_GRIDS = ('signed', 'midrise')
 TARGETS = ('integer', 'fake_quant')
 PRESETS = ('reference', )
 FP = 'fp'  # an override value that keeps a tensor in floating point
+INT16_SAFE_BITS = 7  # 255 x 63 x 2 = 32130 < 32767
 BitsValue = Union[int, str, None]
 
 
@@ -73,9 +74,14 @@ class QuantSettings:
     # Cross-layer equalization before wrapping (quant/equalize.py): False,
     # True (defaults) or a dict of EqualizeSettings fields.
     equalize: Union[bool, dict] = False
+    # 8-bit weights of layers with 8-bit inputs take 7 bits (codes
+    # -63..63): x86 CPUs without VNNI add pairs of u8 x s8 products in a
+    # saturating int16 (255 x 127 x 2 > 32767), so their int8 kernels
+    # compute other numbers than the model there (export/cpu.py).
+    int16_safe_weights: bool = False
 
     def __post_init__(self):
-        for key in ('w_per_channel', 'fold_bn'):
+        for key in ('w_per_channel', 'fold_bn', 'int16_safe_weights'):
             check_type(key, getattr(self, key), bool)
         if self.preset is not None:
             if self.preset not in PRESETS:
@@ -203,6 +209,10 @@ def plan_layers(model: nn.Module, settings: QuantSettings) -> List[LayerPlan]:
         elif at_relus:
             plan.a_bits = None  # activations are quantized at the ReLUs
     plans = [p for p in plans if p.w_bits is not None or p.a_bits is not None]
+    if settings.int16_safe_weights:
+        for plan in plans:
+            if plan.w_bits == 8 and plan.a_bits == 8:
+                plan.w_bits = INT16_SAFE_BITS
     if not plans:
         raise ValueError('no layer is selected for quantization: check '
                          'layer_types, include/exclude and overrides')

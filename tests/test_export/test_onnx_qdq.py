@@ -101,6 +101,27 @@ def test_weights_and_biases_decode_to_the_layer_codes(tmp_path):
         stored['model.backbone.layers.3.bias_scale'], step.numpy())
 
 
+@pytest.mark.parametrize('w_bits, a_bits', [(8, 8), (4, 4)])
+def test_int16_safe_weights_agree_on_every_cpu(tmp_path, w_bits, a_bits):
+    """quantizer.int16_safe_weights: the layers with 8-bit weights and
+    8-bit inputs take 7-bit weights, and onnxruntime computes what PyTorch
+    computes on any CPU, one whose u8s8 kernels saturate int16 pair sums
+    (x86 without VNNI) included: no skip here."""
+    model = quantized_toy(tmp_path, w_bits, a_bits, int16_safe_weights=True)
+    layers = {'backbone.layers.0': 7, 'backbone.layers.3':
+              7 if w_bits == 8 else w_bits, 'head.fc': 7}
+    for name, bits in layers.items():
+        quantizer = model.get_submodule(name).weight_quantizer
+        assert quantizer.bits == bits
+        codes = layer_weight_codes(model.get_submodule(name))
+        assert codes.abs().max() <= 2**(bits - 1) - 1
+    path = str(tmp_path / 'toy.onnx')
+    export_qdq(model, images(2), path)
+    ref, out = run_both(model, path, images())
+    assert (ref.argmax(1) == out.argmax(1)).all()
+    assert np.abs(out - ref).max() < 1e-4
+
+
 def test_int4_storage_halves_the_weights_at_opset_21(tmp_path):
     model = quantized_toy(tmp_path, 4, 4, w_per_channel=True)
     path = str(tmp_path / 'toy21.onnx')
