@@ -281,15 +281,15 @@ def run_benchmark(cfg, opts: BenchmarkOptions) -> dict:
                   env=collect_run_env(), max_evals=opts.get('max_evals'),
                   kind=opts.kind, date=datetime.date.today().isoformat())
     summary = seed_summary(rows) if len(records) > 1 else None
+    dump_json(dict(header, rows=rows, summary=summary, surfaces=surfaces),
+              osp.join(opts.out, 'benchmark.json'))
+    table = benchmark_markdown(rows, header, summary)
+    write_text(osp.join(opts.out, 'benchmark.md'), table)
     if any(r['method'] in MIXED_METHODS for r in rows):
         for cost in ('bops', 'weight_bytes'):
             plot_pareto(rows, osp.join(opts.out, 'plots',
                                        f'pareto_{cost}.{opts.plot_format}'),
                         cost, osp.basename(opts.config))
-    dump_json(dict(header, rows=rows, summary=summary, surfaces=surfaces),
-              osp.join(opts.out, 'benchmark.json'))
-    table = benchmark_markdown(rows, header, summary)
-    write_text(osp.join(opts.out, 'benchmark.md'), table)
     return dict(text=table,
                 problems=quick_gate(rows) if opts.kind == 'quick' else [])
 

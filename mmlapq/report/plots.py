@@ -15,6 +15,7 @@ def _plt():
 
 
 def _save(fig, path: str) -> str:
+    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
     # The format follows the extension (png for runs, svg for the docs).
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110,
                                                bbox_inches='tight'))
