@@ -14,7 +14,7 @@ import copy
 import datetime
 import os.path as osp
 import tempfile
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 
@@ -24,7 +24,6 @@ from ..export import export_qdq
 from ..export.onnxruntime import kernel_times_by_layer
 from ..lapq import CalibrationSet
 from ..lapq.mixed import CostModel, MixedSettings, layer_costs, option_label
-from ..quant import QuantSettings
 from ..registry import MODELS as LAPQ_MODELS
 
 

@@ -40,7 +40,7 @@ import torch.nn as nn
 from ..quant.grids import check_bits, check_type
 from ..quant.wrap import QuantSettings, plan_layers, quantize_model
 from .allocation import (Allocation, LayerOptions, Option, all_options,
-                         allocate, minimum_cost)
+                         allocate)
 from .calib import CalibrationSet
 from .chain import build_chain, classifier_logits
 from .initialize import ClipInitializer, InitSettings
