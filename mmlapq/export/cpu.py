@@ -37,6 +37,6 @@ def int8_pairs_saturate() -> bool:
 SATURATION_NOTE = ('this CPU has no VNNI (AVX2 only): onnxruntime and '
                    "OpenVINO's u8s8 kernels saturate int16 pair sums on "
                    'layers with 8-bit weights and 8-bit inputs, so they '
-                   'differ from the QDQ graph there; for such CPUs quantize '
-                   'with quantizer.int16_safe_weights=True '
+                   'differ from the QDQ graph there, if the model has such '
+                   'layers (quantizer.int16_safe_weights=True leaves none) '
                    '(docs/deployment.md, "CPUs without VNNI")')
