@@ -20,13 +20,15 @@ VNNI_FLAGS = ('avx512_vnni', 'avx_vnni', 'amx_int8')
 
 
 @functools.lru_cache(maxsize=None)
-def int8_pairs_saturate() -> bool:
-    """True on an x86 CPU whose flags (Linux /proc/cpuinfo) name no VNNI
-    or AMX instruction."""
-    if platform.machine().lower() not in ('x86_64', 'amd64', 'i686'):
+def int8_pairs_saturate(cpuinfo: str = '/proc/cpuinfo',
+                        machine: str = '') -> bool:
+    """True on an x86 CPU (``machine``, default this one's) whose flags
+    (Linux ``cpuinfo``) name no VNNI or AMX instruction."""
+    machine = machine or platform.machine()
+    if machine.lower() not in ('x86_64', 'amd64', 'i686'):
         return False
     try:
-        with open('/proc/cpuinfo') as f:
+        with open(cpuinfo) as f:
             flags = next((line.split(':', 1)[1].split() for line in f
                           if line.startswith('flags')), None)
     except OSError:
