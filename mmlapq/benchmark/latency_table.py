@@ -23,7 +23,7 @@ from ..engine.export import build_model, preprocessed_test_set
 from ..export import export_qdq
 from ..export.onnxruntime import kernel_times_by_layer
 from ..lapq import CalibrationSet
-from ..lapq.mixed import CostModel, MixedSettings, layer_costs, option_label
+from ..lapq.mixed import layer_costs, option_label
 from ..registry import MODELS as LAPQ_MODELS
 
 
@@ -43,9 +43,6 @@ def latency_table(cfg, checkpoint: str, w_candidates: Sequence[int],
     settings = LAPQ_MODELS.build(quant_cfg).quant
     costs = layer_costs(float_model, torch.from_numpy(x[:1]), settings,
                         free_first_last)
-    widths = CostModel(costs, MixedSettings(
-        dict(bops=1.0), w_candidates=w_candidates,
-        a_candidates=a_candidates, free_first_last=free_first_last))
     table = {c.name: {} for c in costs}
     calib = CalibrationSet.from_tensors(torch.from_numpy(x),
                                         torch.from_numpy(labels), 16)
@@ -53,11 +50,10 @@ def latency_table(cfg, checkpoint: str, w_candidates: Sequence[int],
         -(-batch_size // len(x)), 0)[:batch_size]
     for w in w_candidates:
         for a in a_candidates:
-            overrides = {}
-            for c in costs:
-                w_bits, a_bits = widths.uniform_option(c, (w, a))
-                if c.free_w or c.free_a:
-                    overrides[c.name] = dict(w_bits=w_bits, a_bits=a_bits)
+            options = {c.name: c.uniform_option((w, a)) for c in costs}
+            overrides = {c.name: dict(zip(('w_bits', 'a_bits'),
+                                          options[c.name]))
+                         for c in costs if c.free_w or c.free_a}
             model = copy.deepcopy(float_model)
             quantizer = LAPQ_MODELS.build(dict(
                 quant_cfg, overrides=dict(settings.overrides, **overrides),
@@ -77,8 +73,8 @@ def latency_table(cfg, checkpoint: str, w_candidates: Sequence[int],
                 raise LAPQError(f'the profile of the W{w}A{a} export has no '
                                 f'kernel for layer {missing[0]}')
             for c in costs:
-                key = option_label(widths.uniform_option(c, (w, a)))
-                table[c.name].setdefault(key, []).append(times[c.name])
+                table[c.name].setdefault(option_label(options[c.name]),
+                                         []).append(times[c.name])
             if logger:
                 logger.info(f'W{w}A{a}: {sum(times[c.name] for c in costs):.3f}'
                             ' ms in the layers')

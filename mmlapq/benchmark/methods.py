@@ -3,10 +3,10 @@ quantizer (init, search, rounding, and a few quantizer settings), so that
 every method runs the same pipeline as a run (``LAPQQuantizer.quantize``)
 from the same FP32 weights and calibration images."""
 import copy
-import re
 from typing import Optional, Tuple
 
 from ..engine.errors import LAPQError
+from ..lapq.mixed import split_width
 from ..registry import MODELS as LAPQ_MODELS
 
 # name -> (init overrides, search overrides, rounding overrides)
@@ -88,10 +88,10 @@ DEFAULT_BITS = ('w8a8', 'w4a8', 'w4a4', 'w3a3', 'w2a4')
 
 def parse_bits(text: str) -> Tuple[int, int]:
     """'w4a8' -> (4, 8)."""
-    m = re.fullmatch(r'w(\d+)a(\d+)', text.lower())
-    if not m:
+    width = split_width(text)
+    if width is None:
         raise LAPQError(f'bit widths {text!r} are not of the form w4a8')
-    return int(m.group(1)), int(m.group(2))
+    return width
 
 
 def make_quantizer(quantizer_cfg: dict, method: str, w_bits: int,

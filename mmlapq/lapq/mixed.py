@@ -40,7 +40,7 @@ import torch.nn as nn
 from ..quant.grids import check_bits, check_type
 from ..quant.wrap import QuantSettings, plan_layers, quantize_model
 from .allocation import (Allocation, LayerOptions, Option, all_options,
-                         allocate)
+                         allocate, bops)
 from .calib import CalibrationSet
 from .chain import build_chain, classifier_logits
 from .initialize import ClipInitializer, InitSettings
@@ -52,14 +52,21 @@ BUDGET_KINDS = ('bops', 'bops_of', 'weight_bytes', 'weight_bits_avg',
 FLOAT_BITS = 32  # what a float tensor counts in BOPs and bits
 
 
-def parse_width(text) -> Option:
-    """'w4a4' -> (4, 4); a one-line error otherwise."""
+def split_width(text) -> Optional[Tuple[int, int]]:
+    """'w4a8' -> (4, 8) (any case); None when it is not of that form."""
     m = re.fullmatch(r'w(\d+)a(\d+)', str(text).lower())
-    if not m:
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def parse_width(text) -> Option:
+    """'w4a4' -> (4, 4) with both widths in 2..16; a one-line error
+    otherwise."""
+    width = split_width(text)
+    if width is None:
         raise ValueError(f"mixed.budget.bops_of={text!r} is not a width "
                          "like 'w4a4'")
-    return (check_bits(int(m.group(1)), 'bops_of weight bits'),
-            check_bits(int(m.group(2)), 'bops_of activation bits'))
+    return (check_bits(width[0], 'bops_of weight bits'),
+            check_bits(width[1], 'bops_of activation bits'))
 
 
 @dataclass
@@ -148,6 +155,18 @@ class LayerCost:
     a_bits: Optional[int]
     free_w: bool = False
     free_a: bool = False
+
+    def uniform_option(self, uniform: Option) -> Option:
+        """This layer's widths in the model of uniform width ``uniform``
+        (a fixed width stays)."""
+        return (uniform[0] if self.free_w else self.w_bits,
+                uniform[1] if self.free_a else self.a_bits)
+
+
+def option_bops(macs: int, option) -> float:
+    """BOPs of a layer at ``option``, a float tensor (None) at 32 bits."""
+    w, a = option
+    return bops(macs, (w or FLOAT_BITS, a or FLOAT_BITS))
 
 
 def layer_macs(model: nn.Module, probe: torch.Tensor) -> Dict[str, int]:
@@ -250,12 +269,12 @@ class CostModel:
     def cost(self, layer: LayerCost, option: Option) -> float:
         w, a = option
         if self.kind in ('bops', 'bops_of'):
-            return float(layer.macs * (w or FLOAT_BITS) * (a or FLOAT_BITS))
+            return option_bops(layer.macs, option)
         if self.kind == 'weight_bytes':
             return float(weight_bytes(layer.params, w))
         if self.kind == 'weight_bits_avg':
             return float(layer.params * (w or FLOAT_BITS))
-        key = f"w{w or 'fp'}a{a or 'fp'}"
+        key = option_label(option)
         row = self.latency[layer.name]
         if key not in row:
             raise ValueError(
@@ -264,15 +283,11 @@ class CostModel:
                 'width with tools/latency_table.py')
         return float(row[key])
 
-    def uniform_option(self, layer: LayerCost, uniform: Option) -> Option:
-        return (uniform[0] if layer.free_w else layer.w_bits,
-                uniform[1] if layer.free_a else layer.a_bits)
-
     def total(self, choice: Dict[str, Option]) -> float:
         return float(sum(self.cost(c, choice[c.name]) for c in self.costs))
 
     def uniform_total(self, uniform: Option) -> float:
-        return self.total({c.name: self.uniform_option(c, uniform)
+        return self.total({c.name: c.uniform_option(uniform)
                            for c in self.costs})
 
     def budget(self) -> float:
@@ -419,15 +434,9 @@ def _check_additivity(objective, base, allocation: Allocation, sens,
     single probes drawn at random (``seed``)."""
     from scipy.stats import spearmanr
     base_bits = settings.base_bits
-    free = {c.name: c for c in costs.costs}
-    widths = {}
-    for name, (w, a) in allocation.choice.items():
-        if free[name].free_w and w != base_bits:
-            widths[(name, WEIGHT)] = w
-        if free[name].free_a and a != base_bits:
-            widths[(name, INPUT)] = a
-    measured = loss_of_widths(objective, base, widths, settings.p,
-                              reduce_hist, hist_bins)
+    measured = loss_of_widths(
+        objective, base, _tensor_widths(costs, allocation.choice, base_bits),
+        settings.p, reduce_hist, hist_bins)
     singles = [(layer, tensor, bits)
                for layer, tensors in sens.increase.items()
                for tensor, by in tensors.items() for bits in by
@@ -446,15 +455,11 @@ def _check_additivity(objective, base, allocation: Allocation, sens,
                           measured=loss - sens.base_loss))
     uniform_loss = None
     if settings.kind == 'bops_of':  # the uniform point of the same budget
-        uniform = {}
-        for c in costs.costs:
-            w, a = costs.uniform_option(c, settings.uniform)
-            if c.free_w and w != base_bits:
-                uniform[(c.name, WEIGHT)] = w
-            if c.free_a and a != base_bits:
-                uniform[(c.name, INPUT)] = a
-        uniform_loss = loss_of_widths(objective, base, uniform, settings.p,
-                                      reduce_hist, hist_bins)
+        uniform = {c.name: c.uniform_option(settings.uniform)
+                   for c in costs.costs}
+        uniform_loss = loss_of_widths(
+            objective, base, _tensor_widths(costs, uniform, base_bits),
+            settings.p, reduce_hist, hist_bins)
     rho = float('nan')
     if len(pairs) >= 3:
         rho = float(spearmanr([p['predicted'] for p in pairs],
@@ -466,6 +471,20 @@ def _check_additivity(objective, base, allocation: Allocation, sens,
                 pairs=pairs, pair_spearman=rho)
 
 
+def _tensor_widths(costs: CostModel, choice: Dict[str, Option],
+                   base_bits: int) -> Dict[Tuple[str, str], int]:
+    """The free tensors of ``choice`` (``{layer: (w, a)}``) that are not at
+    the base width, as ``loss_of_widths`` takes them."""
+    widths = {}
+    for c in costs.costs:
+        w, a = choice[c.name]
+        if c.free_w and w != base_bits:
+            widths[(c.name, WEIGHT)] = w
+        if c.free_a and a != base_bits:
+            widths[(c.name, INPUT)] = a
+    return widths
+
+
 def plan_costs(plans, macs: Dict[str, int], params: Dict[str, int]
                ) -> Dict[str, float]:
     """BOPs and weight-code bytes of a quantized model from its layer plans
@@ -474,8 +493,7 @@ def plan_costs(plans, macs: Dict[str, int], params: Dict[str, int]
     bops = size = 0
     for plan in plans:
         if plan.name in macs:
-            bops += macs[plan.name] * (plan.w_bits or FLOAT_BITS) * (
-                plan.a_bits or FLOAT_BITS)
+            bops += option_bops(macs[plan.name], (plan.w_bits, plan.a_bits))
             size += weight_bytes(params[plan.name], plan.w_bits)
     return dict(bops=float(bops), weight_bytes=float(size))
 

@@ -71,10 +71,12 @@ class _Probe:
     the base state back."""
 
     def __init__(self, layer: nn.Module, tensor: str, p: float,
-                 hist: Optional[AbsHistogram] = None,
-                 clipper: Optional[WeightClipper] = None):
-        self.layer, self.tensor, self.p = layer, tensor, p
-        self.hist, self.clipper = hist, clipper
+                 hist: Optional[AbsHistogram] = None):
+        self.layer, self.tensor, self.p, self.hist = layer, tensor, p, hist
+        # a weight's clip at any width comes from one clipper
+        self.clipper = WeightClipper(
+            layer.weight, layer.weight_quantizer.channel_axis is not None) \
+            if tensor == WEIGHT else None
 
     def apply(self, bits: int) -> None:
         layer = self.layer
@@ -159,12 +161,7 @@ def measure_sensitivity(objective: CalibrationObjective, model: nn.Module,
                         tensor == INPUT and _input_quantizer(layer) is None:
                     raise ValueError(f'layer {name} has no {tensor} '
                                      'quantizer to probe')
-                probe = _Probe(layer, tensor, p, hist=hists.get(name),
-                               clipper=WeightClipper(
-                                   layer.weight,
-                                   layer.weight_quantizer.channel_axis
-                                   is not None)
-                               if tensor == WEIGHT else None)
+                probe = _Probe(layer, tensor, p, hist=hists.get(name))
                 row = increase[name].setdefault(tensor, {})
                 for bits in widths:
                     if bits == base_bits:
@@ -227,11 +224,7 @@ def loss_of_widths(objective: CalibrationObjective, model: nn.Module,
     try:
         for (name, tensor), bits in widths.items():
             layer = layers[name]
-            probe = _Probe(layer, tensor, p, hist=hists.get(layer),
-                           clipper=WeightClipper(
-                               layer.weight,
-                               layer.weight_quantizer.channel_axis
-                               is not None) if tensor == WEIGHT else None)
+            probe = _Probe(layer, tensor, p, hist=hists.get(layer))
             probe.apply(bits)
             probes.append(probe)
         return objective.loss_from(0, x_all)
