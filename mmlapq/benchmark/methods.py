@@ -52,6 +52,12 @@ METHODS = {
                    dict(method='powell', variables='activations'),
                    dict(method='adaround', order='before_search',
                         adaround=dict(drop_prob=0.5))),
+    # lapq_qdrop with every activation step learned in the blocks (LSQ)
+    'lapq_qdrop_lsq': (dict(method='lp', p=None),
+                       dict(method='powell', variables='activations'),
+                       dict(method='adaround', order='before_search',
+                            adaround=dict(drop_prob=0.5,
+                                          learn_act_steps=True))),
     # the same after equalization
     'lapq_cle_qdrop': (dict(method='lp', p=None),
                        dict(method='powell', variables='activations'),
@@ -79,6 +85,7 @@ METHOD_QUANT = {
     'adaround': dict(equalize=False),
     'qdrop': dict(equalize=False),
     'lapq_qdrop': dict(equalize=False),
+    'lapq_qdrop_lsq': dict(equalize=False),
     'lapq_cle_qdrop': dict(equalize=True),
     'lapq_cle_qdrop_between': dict(equalize=True),
 }

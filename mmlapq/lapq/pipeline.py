@@ -137,13 +137,15 @@ def run_lapq(objective: CalibrationObjective, init: InitSettings,
         if saved is None:
             saved = dict(record=_round(objective, rounding, reduce_sum, log,
                                        seconds, broadcast, guard),
-                         codes=weight_codes(objective))
+                         codes=weight_codes(objective),
+                         clips=objective.clips())  # learned steps moved them
             saving = saving and not stop_requested()
             if saving:
                 state.update(rounding=saved)
         else:
             set_weight_codes(objective, saved['codes'])
-            log('resume: the rounding codes of the saved state',
+            objective.set_clips(saved.get('clips', {}))
+            log('resume: the rounding codes and clips of the saved state',
                 force=True)
         rounding_record.update(saved['record'])
     t = time.perf_counter()
@@ -223,10 +225,16 @@ def _round(objective: CalibrationObjective, rounding: RoundingSettings,
     must lower the held-out loss beyond the noise): a rounding method
     minimises each layer's or block's output error, which does not fit the
     calibration images the way free clips can, and requiring a significant
-    gain threw away GPTQ's 0.7 points on ResNet-18 W4A4."""
+    gain threw away GPTQ's 0.7 points on ResNet-18 W4A4.
+
+    Learned activation steps (``adaround.learn_act_steps``) are judged
+    first, by the same rule, against the learned codes at the clips they
+    started from; the rounding is then judged with the steps kept, and
+    undoing it restores the clips too."""
     t = time.perf_counter()
     before = objective.loss()
     previous = weight_codes(objective)
+    previous_clips = objective.clips()
     holdout = (guard or {}).get('holdout')
     holdout_before = holdout.image_losses() if holdout is not None else None
     name = {'gptq': 'GPTQ', 'adaround': 'AdaRound'}[rounding.method]
@@ -239,6 +247,10 @@ def _round(objective: CalibrationObjective, rounding: RoundingSettings,
             name = 'QDrop'
         record['reconstruction'] = reconstruct(
             objective, rounding.adaround_settings, log, broadcast)
+        if rounding.adaround_settings.learn_act_steps and \
+                holdout is not None:
+            record['act_steps_guard'] = _judge_act_steps(
+                objective, holdout, previous_clips, guard['z'], log)
     after = objective.loss()
     if holdout_before is not None:
         delta, se = paired_difference(holdout.image_losses(), holdout_before,
@@ -253,6 +265,7 @@ def _round(objective: CalibrationObjective, rounding: RoundingSettings,
         log(f'guard: {why}', force=True)
         if worse:
             set_weight_codes(objective, previous)
+            objective.set_clips(previous_clips)
             after = objective.loss()
     seconds['rounding'] = time.perf_counter() - t
     log(f'{name} rounding ({rounding.order.replace("_", " ")}): calibration '
@@ -260,6 +273,29 @@ def _round(objective: CalibrationObjective, rounding: RoundingSettings,
         force=True)
     record.update(loss_before=before, loss_after=after)
     return record
+
+
+def _judge_act_steps(objective: CalibrationObjective,
+                     holdout: CalibrationObjective, start_clips: dict,
+                     z: float, log) -> dict:
+    """Keep the learned activation clips unless they raise the held-out
+    loss, against the same codes at the clips they started from, by more
+    than ``z`` standard errors of the paired per-image difference."""
+    learned_clips = objective.clips()
+    learned_losses = holdout.image_losses()
+    objective.set_clips(start_clips)
+    delta, se = paired_difference(learned_losses, holdout.image_losses(),
+                                  objective.reduce_fn)
+    worse = delta > z * se
+    if not worse:
+        objective.set_clips(learned_clips)
+    why = (f"{'undid' if worse else 'kept'} the learned activation steps: "
+           f'held-out loss {delta:+.5f} +- {se:.5f} against the steps they '
+           f"started from ({'more' if worse else 'not more'} than {z:g} "
+           'standard errors higher)')
+    log(f'guard: {why}', force=True)
+    return dict(kept='before' if worse else 'learned', why=why, delta=delta,
+                se=se)
 
 
 def _agree_on_clips(objective: CalibrationObjective, broadcast) -> None:

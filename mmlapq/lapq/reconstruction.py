@@ -20,8 +20,17 @@ by block, in order:
   element of the block's input and of every activation quantizer's output
   is left unquantized (float) with that probability, at random each
   iteration;
+- with ``learn_act_steps`` every activation quantizer in the block learns
+  its step jointly with the rounding (LSQ, ``quant.lsq``: started at the
+  current clip, Adam at its own rate ``act_lr``), and keeps the learned
+  clip: the search, the guard, the checkpoint and the export see it as any
+  other clip;
 - the layers keep the hard codes (like GPTQ's: saved, reloaded and
   exported the same way).
+
+Each block's record says where its output error comes from: the error with
+the block's weights alone quantized and with its activations alone (both on
+float inputs), before and after.
 """
 import time
 from dataclasses import dataclass
@@ -31,8 +40,10 @@ import torch
 import torch.nn as nn
 
 from ..quant.adaround import SoftRounding, beta_schedule
-from ..quant.control import quant_layers, quantization_disabled
+from ..quant.control import (float_activations, float_weights,
+                             quant_layers, quantization_disabled)
 from ..quant.grids import check_type
+from ..quant.lsq import LearnedStep
 from .interrupt import stop_requested
 from .objective import CalibrationObjective
 
@@ -55,13 +66,18 @@ class ReconstructionSettings:
     beta_end: float = 2.0
     drop_prob: float = 0.0      # QDrop: 0.5; 0: activations always quantized
     seed: int = 0
+    # LSQ: learn every activation step in the block with the rounding, by
+    # Adam at act_lr on the log of the clip (a relative rate)
+    learn_act_steps: bool = False
+    act_lr: float = 1e-3
 
     def __post_init__(self):
         for key in ('iters', 'batch_size', 'seed'):
             check_type(f'adaround.{key}', getattr(self, key), int)
         for key in ('lr', 'reg_weight', 'warmup', 'beta_start', 'beta_end',
-                    'drop_prob'):
+                    'drop_prob', 'act_lr'):
             check_type(f'adaround.{key}', getattr(self, key), float)
+        check_type('adaround.learn_act_steps', self.learn_act_steps, bool)
         if self.iters < 0 or self.batch_size < 1:
             raise ValueError('adaround.iters must be >= 0 and '
                              'adaround.batch_size >= 1')
@@ -73,6 +89,8 @@ class ReconstructionSettings:
                              '[0, 1)')
         if not self.lr > 0:
             raise ValueError(f'adaround.lr={self.lr} must be > 0')
+        if not self.act_lr > 0:
+            raise ValueError(f'adaround.act_lr={self.act_lr} must be > 0')
 
 
 def reconstruction_blocks(steps: Sequence[nn.Module]
@@ -117,22 +135,34 @@ def _weighted_layers(module: nn.Module) -> List[nn.Module]:
 
 
 def _act_quantizers(block: nn.Module) -> list:
-    return [m.act_quantizer for m in quant_layers(block).values()
-            if getattr(m, 'act_quantizer', None) is not None]
+    """The block's activation quantizers, each once (a reused ReLU shares
+    one), in module order."""
+    return list(dict.fromkeys(
+        m.act_quantizer for m in quant_layers(block).values()
+        if getattr(m, 'act_quantizer', None) is not None))
+
+
+def _learnable(quantizer) -> bool:
+    return quantizer.channel_axis is None and \
+        quantizer.grid.kind != 'midrise' and quantizer.initialized
 
 
 def _ste_hooks(quantizers, drop_prob: float, generator_state) -> list:
-    """Straight-through gradients at every activation quantizer, and QDrop's
-    random float elements."""
+    """Straight-through gradients at every activation quantizer (a learned
+    step's quantizer has its own, see ``quant.lsq``), and QDrop's random
+    float elements."""
     def hook(module, inputs, output):
         x = inputs[0]
-        out = x + (output - x).detach()
+        if module.__dict__.get('learned_step') is not None:
+            out = output
+        else:
+            out = x + (output - x).detach()
         if drop_prob > 0:
             keep_float = torch.rand(x.shape, generator=generator_state,
                                     device='cpu').to(x.device) < drop_prob
             out = torch.where(keep_float, x, out)
         return out
-    return [q.register_forward_hook(hook) for q in dict.fromkeys(quantizers)]
+    return [q.register_forward_hook(hook) for q in quantizers]
 
 
 def _run(block: nn.Module, batches: List[torch.Tensor]) -> List[torch.Tensor]:
@@ -166,25 +196,40 @@ def reconstruct(objective: CalibrationObjective,
             targets = _run(block, fp_inputs)
         for layer in layers:
             layer.set_weight_codes(None)
+        acts = _act_quantizers(block)
+        steps_before = [float(q.alpha) for q in acts if _learnable(q)]
         before = _error(_run(block, q_inputs), targets)
+        shares_before = _error_shares(block, fp_inputs, targets)
         if settings.iters > 0 and layers and not stop_requested():
-            _optimise(block, layers, fp_inputs, q_inputs, targets, settings,
-                      generator)
-        q_outputs = _run(block, q_inputs)
-        after = _error(q_outputs, targets)
+            _optimise(block, layers, acts, fp_inputs, q_inputs, targets,
+                      settings, generator)
         if broadcast is not None:
             for layer in layers:
                 if layer.weight_codes is not None:
                     layer.set_weight_codes(broadcast(layer.weight_codes))
-            q_outputs = _run(block, q_inputs)  # with rank 0's codes
-        records.append(dict(steps=[start, end], layers=len(layers),
-                            error_nearest=before, error=after,
-                            seconds=time.perf_counter() - t0))
+            for q in acts:
+                if _learnable(q):
+                    q.set_alpha(broadcast(q.alpha))
+        q_outputs = _run(block, q_inputs)
+        after = _error(q_outputs, targets)
+        shares = _error_shares(block, fp_inputs, targets)
+        record = dict(steps=[start, end], layers=len(layers),
+                      error_nearest=before, error=after,
+                      weights_only=[shares_before[0], shares[0]],
+                      activations_only=[shares_before[1], shares[1]])
+        if settings.learn_act_steps:
+            record['act_clip_ratios'] = [
+                float(q.alpha) / a for q, a in
+                zip([q for q in acts if _learnable(q)], steps_before)]
+        record['seconds'] = time.perf_counter() - t0
+        records.append(record)
         if log:
             log(f'reconstruction block {index + 1}/{len(blocks)} (steps '
                 f'{start}..{end - 1}, {len(layers)} layers): output error '
-                f'{before:.4g} -> {after:.4g}, '
-                f'{records[-1]["seconds"]:.1f} s')
+                f'{before:.4g} -> {after:.4g} (weights alone '
+                f'{shares_before[0]:.4g} -> {shares[0]:.4g}, activations '
+                f'alone {shares_before[1]:.4g} -> {shares[1]:.4g}), '
+                f'{record["seconds"]:.1f} s')
         # The next block's inputs: the float block's outputs are its
         # targets, the quantized block's were just computed.
         fp_inputs, q_inputs = targets, q_outputs
@@ -202,7 +247,18 @@ def _error(outputs: List[torch.Tensor], targets: List[torch.Tensor]
     return total / max(count, 1)
 
 
-def _optimise(block, layers, fp_inputs, q_inputs, targets,
+def _error_shares(block: nn.Module, inputs: List[torch.Tensor],
+                  targets: List[torch.Tensor]) -> Tuple[float, float]:
+    """The block's output error on float inputs with its weights alone
+    quantized, and with its activations alone."""
+    with float_activations(block):
+        weights = _error(_run(block, inputs), targets)
+    with float_weights(block):
+        activations = _error(_run(block, inputs), targets)
+    return weights, activations
+
+
+def _optimise(block, layers, acts, fp_inputs, q_inputs, targets,
               settings: ReconstructionSettings, generator) -> None:
     fp_all, q_all = torch.cat(fp_inputs), torch.cat(q_inputs)
     target_all = torch.cat(targets)
@@ -210,9 +266,17 @@ def _optimise(block, layers, fp_inputs, q_inputs, targets,
     for layer, soft in zip(layers, rounding):
         soft.to(layer.weight.device)
         layer.set_soft_rounding(soft)
-    params = [soft.v for soft in rounding]
-    optimiser = torch.optim.Adam(params, lr=settings.lr)
-    hooks = _ste_hooks(_act_quantizers(block), settings.drop_prob, generator)
+    groups = [dict(params=[soft.v for soft in rounding], lr=settings.lr)]
+    learned = {}
+    if settings.learn_act_steps:
+        learned = {q: LearnedStep(q) for q in acts if _learnable(q)}
+        for q, step in learned.items():
+            q.set_learned_step(step)
+        if learned:
+            groups.append(dict(params=[s.log_ratio for s in learned.values()],
+                               lr=settings.act_lr))
+    optimiser = torch.optim.Adam(groups)
+    hooks = _ste_hooks(acts, settings.drop_prob, generator)
     n = q_all.shape[0]
     try:
         with torch.enable_grad():
@@ -243,3 +307,6 @@ def _optimise(block, layers, fp_inputs, q_inputs, targets,
         for layer, soft in zip(layers, rounding):
             layer.set_soft_rounding(None)
             layer.set_weight_codes(soft.hard_codes().to(layer.weight.dtype))
+        for q, step in learned.items():
+            q.set_learned_step(None)
+            q.set_alpha(step.alpha().detach())

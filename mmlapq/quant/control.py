@@ -100,3 +100,41 @@ def clips_applied(model: nn.Module, clips: Mapping[str, torch.Tensor],
                     layers[name].bias_shift = shift
                 if codes is not None:
                     layers[name].set_weight_codes(codes)
+
+
+@contextmanager
+def float_weights(model: nn.Module) -> Iterator[nn.Module]:
+    """Inside the block every quantized layer of ``model`` computes with its
+    float weight and float bias (its activations stay quantized): the
+    activations' share of an output error."""
+    saved = {}
+    for name, layer in quant_layers(model).items():
+        wq = getattr(layer, 'weight_quantizer', None)
+        if wq is not None:
+            saved[name] = (wq, layer.weight_codes)
+            layer.weight_codes = None
+            layer.weight_quantizer = None
+    try:
+        yield model
+    finally:
+        layers = quant_layers(model)
+        for name, (wq, codes) in saved.items():
+            layers[name].weight_quantizer = wq
+            layers[name].weight_codes = codes
+
+
+@contextmanager
+def float_activations(model: nn.Module) -> Iterator[nn.Module]:
+    """Inside the block every activation quantizer of ``model`` passes its
+    input through (the weights stay quantized): the weights' share of an
+    output error."""
+    acts = dict.fromkeys(layer.act_quantizer
+                         for layer in quant_layers(model).values()
+                         if layer.act_quantizer is not None)
+    hooks = [q.register_forward_hook(lambda m, inputs, out: inputs[0])
+             for q in acts]
+    try:
+        yield model
+    finally:
+        for hook in hooks:
+            hook.remove()

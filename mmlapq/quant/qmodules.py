@@ -78,7 +78,17 @@ class TensorQuantizer(nn.Module):
         shape[self.channel_axis] = -1
         return self.alpha.view(shape)
 
+    def set_learned_step(self, learned: Optional[nn.Module]) -> None:
+        """Quantize with ``learned`` (a ``quant.lsq.LearnedStep``, whose
+        clip is differentiable) instead of ``alpha`` while a reconstruction
+        learns the step (None: back to ``alpha``). Held as a reference, not
+        a submodule, so the state dict does not change."""
+        self.__dict__['learned_step'] = learned
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        learned = self.__dict__.get('learned_step')
+        if learned is not None:
+            return learned(x)
         if self._alpha_float is None and self.channel_axis is None:
             raise RuntimeError('a quantizer has no clip value yet: initialise '
                                'the clips (mmlapq.quant.init) before running '
