@@ -114,3 +114,39 @@ def test_an_equalized_reconstructed_model_reloads(tmp_path):
     with torch.no_grad():
         assert torch.equal(reloaded(x, mode='tensor'),
                            model(x, mode='tensor'))
+
+
+def test_learned_activation_steps_are_saved_and_reload_bit_for_bit(tmp_path):
+    """MobileNetV2 whose activation steps were learned in the
+    reconstruction (no search after it: every clip that moved, the steps
+    moved): the quantized checkpoint holds the learned clips, and the
+    reloaded model computes exactly what the run's model computes."""
+    from mmlapq.engine.quantized_checkpoint import (
+        load_quantized_checkpoint, save_quantized_checkpoint)
+    from mmlapq.lapq import CalibrationSet
+    from mmlapq.quant.control import get_clips
+    from mmlapq.registry import MODELS as LAPQ_MODELS
+    model = build('mobilenet-v2_w4a4')
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(8, 3, 32, 32, generator=g)
+    calib = CalibrationSet.from_tensors(x, torch.randint(0, 1000, (8, ),
+                                                         generator=g), 4)
+    quantizer = LAPQ_MODELS.build(dict(
+        type='mmlapq.LAPQQuantizer', w_per_channel=True,
+        init=dict(p=3.0), search=dict(method='none'),
+        rounding=dict(method='adaround', adaround=dict(
+            iters=3, learn_act_steps=True, act_lr=0.05)),
+        calib=dict(holdout_images=0), channels_last=False))
+    plans, result = quantizer.quantize(model, calib)
+    moved = [n for n, a in result.clips.items()
+             if not torch.equal(a, result.init_clips[n])]
+    assert moved and all(not n.endswith('.weight') for n in moved)
+    path = str(tmp_path / 'q.pth')
+    save_quantized_checkpoint(model, quantizer, plans, path)
+    reloaded = build('mobilenet-v2_w4a4')
+    load_quantized_checkpoint(reloaded, path)
+    clips = get_clips(reloaded)
+    assert all(torch.equal(clips[n], result.clips[n]) for n in moved)
+    with torch.no_grad():
+        assert torch.equal(reloaded(x, mode='tensor'),
+                           model(x, mode='tensor'))

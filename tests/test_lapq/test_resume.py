@@ -135,3 +135,32 @@ def test_a_stage_cut_short_is_not_saved(tmp_path):
     assert first.search.stopped.startswith('interrupted')
     import os
     assert not os.path.exists(path)
+
+
+def test_a_resumed_run_keeps_the_learned_activation_steps(tmp_path):
+    """The reconstruction's learned steps are part of the saved rounding
+    stage: a run resumed in the search starts from them, and ends where
+    the uninterrupted run did (without them it would restart from the
+    init's clips)."""
+    rounding = RoundingSettings('adaround', adaround=dict(
+        iters=5, learn_act_steps=True, act_lr=0.05))
+
+    def run_learned(objective, state=None):
+        # no held-out guard: the learned steps are always kept
+        return run_lapq(objective, InitSettings(p=3.0),
+                        SearchSettings(max_evals=30), 'none',
+                        rounding=rounding, state=state)
+
+    whole = run_learned(toy_objective())
+    path = str(tmp_path / 'state.pth')
+    obj = toy_objective()
+    stop_after(obj, 12)
+    first = run_learned(obj, SearchStateFile(path, dict(run='toy')))
+    assert first.search.stopped.startswith('interrupted')
+    interrupt.reset()
+    obj = toy_objective()
+    resumed = run_learned(obj, SearchStateFile(path, dict(run='toy'),
+                                               resume=True))
+    assert resumed.search.history == whole.search.history
+    for name, clip in whole.clips.items():
+        assert torch.equal(resumed.clips[name], clip), name
