@@ -112,6 +112,41 @@ def mixed_lines(mixed: Optional[dict]) -> List[str]:
     return lines + ['']
 
 
+def reconstruction_lines(rounding: Optional[dict]) -> List[str]:
+    """The block reconstruction section: per block the output error with
+    nearest rounding at the starting steps and after, and its shares (the
+    weights alone, the activations alone, on float inputs); the guards'
+    decisions."""
+    blocks = (rounding or {}).get('reconstruction', {}).get('blocks')
+    if not blocks:
+        return []
+    lines = ['## Block reconstruction', '']
+    for key in ('act_steps_guard', 'guard'):
+        if (rounding.get(key) or {}).get('why'):
+            lines += [f"Guard: {rounding[key]['why']}.", '']
+    learned = any('act_clip_ratios' in b for b in blocks)
+    lines += ['| block (steps) | layers | output error | weights alone | '
+              'activations alone |' + (' activation clips, learned / '
+                                       'start |' if learned else ''),
+              '|---|---|---|---|---|' + ('---|' if learned else '')]
+
+    def pair(values):
+        return f'{values[0]:.4g} -> {values[1]:.4g}' if values else '-'
+
+    for block in blocks:
+        start, end = block['steps']
+        row = (f"| {start}..{end - 1} | {block['layers']} | "
+               f"{pair([block['error_nearest'], block['error']])} | "
+               f"{pair(block.get('weights_only'))} | "
+               f"{pair(block.get('activations_only'))} |")
+        if learned:
+            ratios = block.get('act_clip_ratios') or []
+            row += ' ' + (', '.join(f'{r:.3f}' for r in ratios) or '-') + \
+                ' |'
+        lines.append(row)
+    return lines + ['']
+
+
 def write_markdown(report: dict, path: str) -> None:
     s = report['settings']['quant']
     env = report['env']
@@ -156,7 +191,8 @@ def write_markdown(report: dict, path: str) -> None:
             f"{_fmt(row['a_bits'])} | {_fmt(row['w_clip_init'], 4)} -> "
             f"{_fmt(row['w_clip'], 4)} | {_fmt(row['a_clip_init'], 4)} -> "
             f"{_fmt(row['a_clip'], 4)} |")
-    lines += [''] + mixed_lines(mixed)
+    lines += [''] + mixed_lines(mixed) + reconstruction_lines(
+        report.get('rounding'))
     lines += [f"torch {env['torch']}, {library_line(env)}, mmengine "
               f"{env['mmengine']}, mmlapq {env['mmlapq']}, {env['device']}, "
               f"{env['date']}", '']
