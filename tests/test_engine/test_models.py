@@ -84,30 +84,40 @@ def test_equalization_keeps_the_output(config, pairs):
     assert torch.allclose(got, want, rtol=1e-5, atol=1e-5 * want.abs().max())
 
 
-def test_an_equalized_reconstructed_model_reloads(tmp_path):
-    """The quantized checkpoint of an equalized MobileNetV2 whose rounding
-    was learned rebuilds it exactly (the ReLU6 -> ReLU swaps redone)."""
+def quantize_and_reload(tmp_path, seed: int, **settings):
+    """A random MobileNetV2 quantized (per-channel weights, Lp p=3, no
+    search, no held-out images, plus ``settings``) on 8 random 32x32
+    images, saved as a quantized checkpoint and reloaded into a fresh
+    build: (model, images, LAPQ result, reloaded model)."""
     from mmlapq.engine.quantized_checkpoint import (
         load_quantized_checkpoint, save_quantized_checkpoint)
     from mmlapq.lapq import CalibrationSet
     from mmlapq.registry import MODELS as LAPQ_MODELS
     model = build('mobilenet-v2_w4a4')
-    g = torch.Generator().manual_seed(3)
+    g = torch.Generator().manual_seed(seed)
     x = torch.randn(8, 3, 32, 32, generator=g)
     calib = CalibrationSet.from_tensors(x, torch.randint(0, 1000, (8, ),
                                                          generator=g), 4)
     quantizer = LAPQ_MODELS.build(dict(
-        type='mmlapq.LAPQQuantizer', w_per_channel=True, equalize=True,
-        init=dict(p=3.0), search=dict(method='none'),
-        rounding=dict(method='adaround', adaround=dict(iters=3)),
-        calib=dict(holdout_images=0), channels_last=False))
-    plans, _ = quantizer.quantize(model, calib)
-    assert any(m.weight_codes is not None for m in model.modules()
-               if hasattr(m, 'weight_codes'))
+        type='mmlapq.LAPQQuantizer', w_per_channel=True, init=dict(p=3.0),
+        search=dict(method='none'), calib=dict(holdout_images=0),
+        channels_last=False, **settings))
+    plans, result = quantizer.quantize(model, calib)
     path = str(tmp_path / 'q.pth')
     save_quantized_checkpoint(model, quantizer, plans, path)
     reloaded = build('mobilenet-v2_w4a4')
     load_quantized_checkpoint(reloaded, path)
+    return model, x, result, reloaded
+
+
+def test_an_equalized_reconstructed_model_reloads(tmp_path):
+    """The quantized checkpoint of an equalized MobileNetV2 whose rounding
+    was learned rebuilds it exactly (the ReLU6 -> ReLU swaps redone)."""
+    model, x, _, reloaded = quantize_and_reload(
+        tmp_path, 3, equalize=True,
+        rounding=dict(method='adaround', adaround=dict(iters=3)))
+    assert any(m.weight_codes is not None for m in model.modules()
+               if hasattr(m, 'weight_codes'))
     relu6 = [[n for n, m in net.named_modules()
               if isinstance(m, torch.nn.ReLU6)] for net in (model, reloaded)]
     assert relu6[0] == relu6[1] == ['backbone.conv2.activate']
@@ -121,30 +131,13 @@ def test_learned_activation_steps_are_saved_and_reload_bit_for_bit(tmp_path):
     reconstruction (no search after it: every clip that moved, the steps
     moved): the quantized checkpoint holds the learned clips, and the
     reloaded model computes exactly what the run's model computes."""
-    from mmlapq.engine.quantized_checkpoint import (
-        load_quantized_checkpoint, save_quantized_checkpoint)
-    from mmlapq.lapq import CalibrationSet
     from mmlapq.quant.control import get_clips
-    from mmlapq.registry import MODELS as LAPQ_MODELS
-    model = build('mobilenet-v2_w4a4')
-    g = torch.Generator().manual_seed(4)
-    x = torch.randn(8, 3, 32, 32, generator=g)
-    calib = CalibrationSet.from_tensors(x, torch.randint(0, 1000, (8, ),
-                                                         generator=g), 4)
-    quantizer = LAPQ_MODELS.build(dict(
-        type='mmlapq.LAPQQuantizer', w_per_channel=True,
-        init=dict(p=3.0), search=dict(method='none'),
-        rounding=dict(method='adaround', adaround=dict(
-            iters=3, learn_act_steps=True, act_lr=0.05)),
-        calib=dict(holdout_images=0), channels_last=False))
-    plans, result = quantizer.quantize(model, calib)
+    model, x, result, reloaded = quantize_and_reload(
+        tmp_path, 4, rounding=dict(method='adaround', adaround=dict(
+            iters=3, learn_act_steps=True, act_lr=0.05)))
     moved = [n for n, a in result.clips.items()
              if not torch.equal(a, result.init_clips[n])]
     assert moved and all(not n.endswith('.weight') for n in moved)
-    path = str(tmp_path / 'q.pth')
-    save_quantized_checkpoint(model, quantizer, plans, path)
-    reloaded = build('mobilenet-v2_w4a4')
-    load_quantized_checkpoint(reloaded, path)
     clips = get_clips(reloaded)
     assert all(torch.equal(clips[n], result.clips[n]) for n in moved)
     with torch.no_grad():

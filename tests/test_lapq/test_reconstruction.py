@@ -232,12 +232,30 @@ def test_adaround_in_the_pipeline_under_the_guard(order):
     assert obj.loss() == pytest.approx(result.final_loss)
 
 
+def run_on_trained_toy(monkeypatch, fake_reconstruct,
+                       search=SearchSettings(method='none'), **adaround):
+    """run_lapq on the trained toy at W8A8 (trained on toy_data(seed=0)'s
+    classes), 128 held-out images, with ``fake_reconstruct`` in place of
+    the block reconstruction: (model, objective, result)."""
+    import mmlapq.lapq.pipeline as pipeline
+    monkeypatch.setattr(pipeline, 'reconstruct', fake_reconstruct)
+    model = trained_toy_chain(0)
+    quantize_model(model, QuantSettings(w_bits=8, a_bits=8))
+    x, y = toy_data(384, seed=0)
+    obj = CalibrationObjective(chain_of_sequential(model),
+                               CalibrationSet.from_tensors(x[:256], y[:256],
+                                                           64), model=model)
+    result = run_lapq(obj, InitSettings(p=3.0), search,
+                      rounding=RoundingSettings('adaround', adaround=adaround),
+                      holdout=CalibrationSet.from_tensors(x[256:], y[256:],
+                                                          64))
+    return model, obj, result
+
+
 def test_guard_rejects_a_rounding_that_does_not_help(monkeypatch):
     """A 'learned' rounding that sets every weight to zero raises the
     held-out loss of an 8-bit model beyond the noise: the guard puts
     nearest back."""
-    import mmlapq.lapq.pipeline as pipeline
-
     def bad_rounding(objective, settings, log, broadcast):
         for layers in objective.step_layers:
             for layer in layers:
@@ -247,17 +265,8 @@ def test_guard_rejects_a_rounding_that_does_not_help(monkeypatch):
                     layer.set_weight_codes(codes * 0)
         return {}
 
-    monkeypatch.setattr(pipeline, 'reconstruct', bad_rounding)
-    model = trained_toy_chain(0)  # trained on toy_data(seed=0)'s classes
-    quantize_model(model, QuantSettings(w_bits=8, a_bits=8))
-    x, y = toy_data(384, seed=0)
-    obj = CalibrationObjective(chain_of_sequential(model),
-                               CalibrationSet.from_tensors(x[:256], y[:256],
-                                                           64), model=model)
-    x, y = x[256:], y[256:]
-    result = run_lapq(obj, InitSettings(p=3.0), SearchSettings(max_evals=5),
-                      rounding=RoundingSettings('adaround'),
-                      holdout=CalibrationSet.from_tensors(x, y, 64))
+    model, _, result = run_on_trained_toy(monkeypatch, bad_rounding,
+                                          SearchSettings(max_evals=5))
     guard = result.rounding['guard']
     assert guard['kept'] == 'before' and guard['delta'] > 2 * guard['se']
     assert all(m.weight_codes is None for m in layers_of(model))
@@ -269,12 +278,7 @@ def test_guard_keeps_a_rounding_that_does_not_hurt(monkeypatch):
     import mmlapq.lapq.pipeline as pipeline
 
     def same_rounding(objective, settings, log, broadcast):
-        for layers in objective.step_layers:
-            for layer in layers:
-                if layer.weight_quantizer is not None:
-                    wq = layer.weight_quantizer
-                    layer.set_weight_codes(wq.grid.to_codes(
-                        layer.weight.detach(), wq.alpha))
+        _nearest_codes(objective)
         return {}
 
     monkeypatch.setattr(pipeline, 'reconstruct', same_rounding)
@@ -301,8 +305,6 @@ def test_guard_undoes_harmful_act_steps(monkeypatch, factor):
     """'Learned' steps that shrink every activation clip tenfold raise the
     held-out loss beyond the noise: the guard puts the clips back and keeps
     the rounding. Steps that change nothing are kept."""
-    import mmlapq.lapq.pipeline as pipeline
-
     def reconstruct_and_scale(objective, settings, log, broadcast):
         _nearest_codes(objective)
         for name, q in objective.quantizers.items():
@@ -310,19 +312,8 @@ def test_guard_undoes_harmful_act_steps(monkeypatch, factor):
                 q.set_alpha(q.alpha * factor)
         return {}
 
-    monkeypatch.setattr(pipeline, 'reconstruct', reconstruct_and_scale)
-    model = trained_toy_chain(0)
-    quantize_model(model, QuantSettings(w_bits=8, a_bits=8))
-    x, y = toy_data(384, seed=0)
-    obj = CalibrationObjective(chain_of_sequential(model),
-                               CalibrationSet.from_tensors(x[:256], y[:256],
-                                                           64), model=model)
-    x, y = x[256:], y[256:]
-    rounding = RoundingSettings('adaround',
-                                adaround=dict(learn_act_steps=True))
-    result = run_lapq(obj, InitSettings(p=3.0),
-                      SearchSettings(method='none'), rounding=rounding,
-                      holdout=CalibrationSet.from_tensors(x, y, 64))
+    model, obj, result = run_on_trained_toy(
+        monkeypatch, reconstruct_and_scale, learn_act_steps=True)
     steps_guard = result.rounding['act_steps_guard']
     harmful = factor != 1.0
     assert steps_guard['kept'] == ('before' if harmful else 'learned')
@@ -337,8 +328,6 @@ def test_guard_undoes_harmful_act_steps(monkeypatch, factor):
 def test_undoing_a_rounding_restores_its_learned_steps(monkeypatch):
     """A reconstruction that zeroes the weights and moves the steps is
     undone whole: codes and clips as before it."""
-    import mmlapq.lapq.pipeline as pipeline
-
     def bad(objective, settings, log, broadcast):
         for layers in objective.step_layers:
             for layer in layers:
@@ -349,19 +338,8 @@ def test_undoing_a_rounding_restores_its_learned_steps(monkeypatch):
                 q.set_alpha(q.alpha * 1.01)
         return {}
 
-    monkeypatch.setattr(pipeline, 'reconstruct', bad)
-    model = trained_toy_chain(0)
-    quantize_model(model, QuantSettings(w_bits=8, a_bits=8))
-    x, y = toy_data(384, seed=0)
-    obj = CalibrationObjective(chain_of_sequential(model),
-                               CalibrationSet.from_tensors(x[:256], y[:256],
-                                                           64), model=model)
-    rounding = RoundingSettings('adaround',
-                                adaround=dict(learn_act_steps=True))
-    result = run_lapq(obj, InitSettings(p=3.0),
-                      SearchSettings(method='none'), rounding=rounding,
-                      holdout=CalibrationSet.from_tensors(x[256:], y[256:],
-                                                          64))
+    model, obj, result = run_on_trained_toy(monkeypatch, bad,
+                                            learn_act_steps=True)
     assert result.rounding['guard']['kept'] == 'before'
     assert all(m.weight_codes is None for m in layers_of(model))
     clips = obj.clips()
