@@ -28,9 +28,10 @@ by block, in order:
 - the layers keep the hard codes (like GPTQ's: saved, reloaded and
   exported the same way).
 
-Each block's record says where its output error comes from: the error with
-the block's weights alone quantized and with its activations alone (both on
-float inputs), before and after.
+Each block's record says where its output error comes from: the error of
+the float block on the quantized inputs (what the earlier blocks left),
+and the error with the block's weights alone quantized and with its
+activations alone (both on float inputs), before and after.
 """
 import time
 from dataclasses import dataclass
@@ -200,6 +201,8 @@ def reconstruct(objective: CalibrationObjective,
         steps_before = [float(q.alpha) for q in acts if _learnable(q)]
         before = _error(_run(block, q_inputs), targets)
         shares_before = _error_shares(block, fp_inputs, targets)
+        with quantization_disabled(block):  # the earlier blocks' error
+            inherited = _error(_run(block, q_inputs), targets)
         if settings.iters > 0 and layers and not stop_requested():
             _optimise(block, layers, acts, fp_inputs, q_inputs, targets,
                       settings, generator)
@@ -215,6 +218,7 @@ def reconstruct(objective: CalibrationObjective,
         shares = _error_shares(block, fp_inputs, targets)
         record = dict(steps=[start, end], layers=len(layers),
                       error_nearest=before, error=after,
+                      inputs_only=inherited,
                       weights_only=[shares_before[0], shares[0]],
                       activations_only=[shares_before[1], shares[1]])
         if settings.learn_act_steps:
@@ -226,7 +230,8 @@ def reconstruct(objective: CalibrationObjective,
         if log:
             log(f'reconstruction block {index + 1}/{len(blocks)} (steps '
                 f'{start}..{end - 1}, {len(layers)} layers): output error '
-                f'{before:.4g} -> {after:.4g} (weights alone '
+                f'{before:.4g} -> {after:.4g} (inputs alone '
+                f'{inherited:.4g}, weights alone '
                 f'{shares_before[0]:.4g} -> {shares[0]:.4g}, activations '
                 f'alone {shares_before[1]:.4g} -> {shares[1]:.4g}), '
                 f'{record["seconds"]:.1f} s')

@@ -115,8 +115,8 @@ def mixed_lines(mixed: Optional[dict]) -> List[str]:
 def reconstruction_lines(rounding: Optional[dict]) -> List[str]:
     """The block reconstruction section: per block the output error with
     nearest rounding at the starting steps and after, and its shares (the
-    weights alone, the activations alone, on float inputs); the guards'
-    decisions."""
+    float block on the quantized inputs; the weights alone and the
+    activations alone, on float inputs); the guards' decisions."""
     blocks = (rounding or {}).get('reconstruction', {}).get('blocks')
     if not blocks:
         return []
@@ -125,18 +125,23 @@ def reconstruction_lines(rounding: Optional[dict]) -> List[str]:
         if (rounding.get(key) or {}).get('why'):
             lines += [f"Guard: {rounding[key]['why']}.", '']
     learned = any('act_clip_ratios' in b for b in blocks)
-    lines += ['| block (steps) | layers | output error | weights alone | '
-              'activations alone |' + (' activation clips, learned / '
+    lines += ['| block (steps) | layers | output error | inputs alone | '
+              'weights alone | activations alone |' + (' activation clips, learned / '
                                        'start |' if learned else ''),
-              '|---|---|---|---|---|' + ('---|' if learned else '')]
+              '|---|---|---|---|---|---|' + ('---|' if learned else '')]
+
+    def _short(value):
+        return '-' if value is None else f'{value:.4g}'
 
     def pair(values):
-        return f'{values[0]:.4g} -> {values[1]:.4g}' if values else '-'
+        return f'{_short(values[0])} -> {_short(values[1])}' if values \
+            else '-'
 
     for block in blocks:
         start, end = block['steps']
         row = (f"| {start}..{end - 1} | {block['layers']} | "
                f"{pair([block['error_nearest'], block['error']])} | "
+               f"{_short(block.get('inputs_only'))} | "
                f"{pair(block.get('weights_only'))} | "
                f"{pair(block.get('activations_only'))} |")
         if learned:

@@ -135,6 +135,7 @@ def test_error_shares_are_recorded():
     assert block['activations_only'][1] == pytest.approx(acts, rel=1e-4)
     assert block['weights_only'][1] == pytest.approx(weights, rel=1e-4)
     assert 0 < weights < block['error'] and 0 < acts < block['error']
+    assert block['inputs_only'] == 0.0  # the first block reads the images
 
 
 def test_codes_stay_on_the_grid_and_are_the_weights():

@@ -133,6 +133,7 @@ def test_reconstruction_section():
         guard=dict(why='kept the QDrop rounding: ...'),
         reconstruction=dict(blocks=[
             dict(steps=[0, 3], layers=2, error_nearest=2.0, error=1.0,
+                 inputs_only=0.25,
                  weights_only=[0.5, 0.4], activations_only=[1.5, 0.75],
                  act_clip_ratios=[0.9, 1.1]),
             dict(steps=[3, 4], layers=0, error_nearest=0.1, error=0.1,
@@ -140,8 +141,8 @@ def test_reconstruction_section():
     lines = reconstruction_lines(rounding)
     assert lines[0] == '## Block reconstruction'
     assert 'Guard: kept the learned activation steps: ....' in lines
-    assert '| 0..2 | 2 | 2 -> 1 | 0.5 -> 0.4 | 1.5 -> 0.75 | 0.900, ' \
+    assert '| 0..2 | 2 | 2 -> 1 | 0.25 | 0.5 -> 0.4 | 1.5 -> 0.75 | 0.900, ' \
         '1.100 |' in lines
-    assert '| 3..3 | 0 | 0.1 -> 0.1 | 0 -> 0 | 0.1 -> 0.1 | - |' in lines
+    assert '| 3..3 | 0 | 0.1 -> 0.1 | - | 0 -> 0 | 0.1 -> 0.1 | - |' in lines
     assert reconstruction_lines(dict(method='gptq')) == []
     assert reconstruction_lines(None) == []
