@@ -25,5 +25,5 @@ quantizer = dict(
     w_per_channel=True,
     equalize=False,
     rounding=dict(method='adaround', order='before_search',
-                  adaround=dict(drop_prob=0.5)),
+                  adaround=dict(drop_prob=0.5, learn_act_steps=True)),
     search=dict(variables='activations'))

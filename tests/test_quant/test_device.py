@@ -124,3 +124,19 @@ def test_integer_bias_and_block_inputs_on_meta():
     pool.input_quantizer.set_alpha(2.0)
     pool.to(META)
     assert pool(meta(2, 8, 4, 4)).device == META
+
+
+def test_learned_step_on_meta():
+    """The learned activation step (quant/lsq.py) keeps its variable on the
+    quantizer's device, and its forward and backward create nothing on
+    the CPU."""
+    from mmlapq.quant.lsq import LearnedStep
+    from mmlapq.quant.qmodules import TensorQuantizer
+    q = TensorQuantizer(Grid(4, 'unsigned'))
+    q.set_alpha(2.0)
+    step = LearnedStep(q).to(META)
+    assert step.log_ratio.device == META
+    x = meta(4, 8).requires_grad_()
+    out = step(x)
+    assert out.device == META
+    out.sum().backward()
