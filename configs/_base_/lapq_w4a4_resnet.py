@@ -7,5 +7,5 @@ _base_ = ['./lapq_w4a4.py']
 
 quantizer = dict(
     rounding=dict(method='adaround', order='before_search',
-                  adaround=dict(drop_prob=0.5)),
+                  adaround=dict(drop_prob=0.5, learn_act_steps=True)),
     search=dict(variables='activations'))

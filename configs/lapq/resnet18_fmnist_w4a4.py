@@ -19,5 +19,5 @@ load_from = 'checkpoints/resnet18_fmnist.pth'
 # 89.69 / 89.45 with GPTQ in its place).
 quantizer = dict(
     rounding=dict(method='adaround', order='before_search',
-                  adaround=dict(drop_prob=0.5)),
+                  adaround=dict(drop_prob=0.5, learn_act_steps=True)),
     search=dict(variables='activations'))

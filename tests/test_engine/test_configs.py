@@ -111,9 +111,9 @@ def test_resnet_and_mobilenet_configs(name):
     ('resnet50_w4a4', False)])
 def test_mobilenet_and_resnet_configs_use_the_combination_measured_best(
         name, per_channel):
-    """docs/reconstruction.md: QDrop at the Lp init's clips, then the
-    search over the activation clips, no equalization; per-channel weights
-    on MobileNetV2."""
+    """docs/reconstruction.md: QDrop with learned activation steps at the
+    Lp init's clips, then the search over the activation clips, no
+    equalization; per-channel weights on MobileNetV2."""
     from mmengine.registry import init_default_scope
 
     from mmlapq.benchmark.methods import METHOD_QUANT, METHODS
@@ -128,12 +128,13 @@ def test_mobilenet_and_resnet_configs_use_the_combination_measured_best(
     assert (rounding['method'], rounding['order']) == ('adaround',
                                                        'before_search')
     assert rounding['adaround']['drop_prob'] == 0.5
+    assert rounding['adaround']['learn_act_steps'] is True
     # the benchmark row the docs name is the same combination
-    init, search, row = METHODS['lapq_qdrop']
+    init, search, row = METHODS['lapq_qdrop_lsq']
     assert (row['method'], row['order'], row['adaround']['drop_prob'],
-            search['variables']) == ('adaround', 'before_search', 0.5,
-                                     'activations')
-    assert METHOD_QUANT['lapq_qdrop'] == dict(equalize=False)
+            row['adaround']['learn_act_steps'], search['variables']) == (
+                'adaround', 'before_search', 0.5, True, 'activations')
+    assert METHOD_QUANT['lapq_qdrop_lsq'] == dict(equalize=False)
 
 
 STAGES = ['mmlapq.FP32EvalHook', 'mmlapq.CalibrationHook', 'mmlapq.LAPQHook',
