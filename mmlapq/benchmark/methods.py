@@ -58,6 +58,13 @@ METHODS = {
                        dict(method='adaround', order='before_search',
                             adaround=dict(drop_prob=0.5,
                                           learn_act_steps=True))),
+    # lapq_qdrop_lsq with BRECQ's Fisher-weighted block loss
+    'lapq_qdrop_lsq_fisher': (dict(method='lp', p=None),
+                              dict(method='powell', variables='activations'),
+                              dict(method='adaround', order='before_search',
+                                   adaround=dict(drop_prob=0.5,
+                                                 learn_act_steps=True,
+                                                 fisher=True))),
     # the same after equalization
     'lapq_cle_qdrop': (dict(method='lp', p=None),
                        dict(method='powell', variables='activations'),
@@ -86,6 +93,7 @@ METHOD_QUANT = {
     'qdrop': dict(equalize=False),
     'lapq_qdrop': dict(equalize=False),
     'lapq_qdrop_lsq': dict(equalize=False),
+    'lapq_qdrop_lsq_fisher': dict(equalize=False),
     'lapq_cle_qdrop': dict(equalize=True),
     'lapq_cle_qdrop_between': dict(equalize=True),
 }

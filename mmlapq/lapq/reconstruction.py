@@ -25,6 +25,10 @@ by block, in order:
   current clip, Adam at its own rate ``act_lr``), and keeps the learned
   clip: the search, the guard, the checkpoint and the export see it as any
   other clip;
+- with ``fisher`` (BRECQ's Fisher-weighted block loss) each output
+  element's squared error is weighted by the squared gradient of the float
+  network's cross-entropy with respect to it, on that image (normalised to
+  mean 1 per block), so the block spends its freedom where the loss looks;
 - the layers keep the hard codes (like GPTQ's: saved, reloaded and
   exported the same way).
 
@@ -39,6 +43,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..quant.adaround import SoftRounding, beta_schedule
 from ..quant.control import (float_activations, float_weights,
@@ -71,6 +76,9 @@ class ReconstructionSettings:
     # Adam at act_lr on the log of the clip (a relative rate)
     learn_act_steps: bool = False
     act_lr: float = 1e-3
+    # BRECQ: weight the block's output error by the squared gradient of the
+    # float network's loss w.r.t. that output
+    fisher: bool = False
 
     def __post_init__(self):
         for key in ('iters', 'batch_size', 'seed'):
@@ -79,6 +87,7 @@ class ReconstructionSettings:
                     'drop_prob', 'act_lr'):
             check_type(f'adaround.{key}', getattr(self, key), float)
         check_type('adaround.learn_act_steps', self.learn_act_steps, bool)
+        check_type('adaround.fisher', self.fisher, bool)
         if self.iters < 0 or self.batch_size < 1:
             raise ValueError('adaround.iters must be >= 0 and '
                              'adaround.batch_size >= 1')
@@ -204,8 +213,12 @@ def reconstruct(objective: CalibrationObjective,
         with quantization_disabled(block):  # the earlier blocks' error
             inherited = _error(_run(block, q_inputs), targets)
         if settings.iters > 0 and layers and not stop_requested():
+            weights = None
+            if settings.fisher:
+                weights = output_sensitivity(steps[end:], targets,
+                                             objective.calib.labels)
             _optimise(block, layers, acts, fp_inputs, q_inputs, targets,
-                      settings, generator)
+                      weights, settings, generator)
         if broadcast is not None:
             for layer in layers:
                 if layer.weight_codes is not None:
@@ -263,10 +276,34 @@ def _error_shares(block: nn.Module, inputs: List[torch.Tensor],
     return weights, activations
 
 
-def _optimise(block, layers, acts, fp_inputs, q_inputs, targets,
+def output_sensitivity(rest: Sequence[nn.Module],
+                       outputs: List[torch.Tensor],
+                       labels: List[torch.Tensor]) -> List[torch.Tensor]:
+    """Per element of a block's float outputs, the squared gradient of the
+    float network's cross-entropy (``rest``: the steps after the block)
+    with respect to it, on each image; normalised to mean 1 over the
+    calibration set (the diagonal Fisher weights of BRECQ's block loss)."""
+    squares = []
+    with quantization_disabled(nn.ModuleList(rest)), torch.enable_grad():
+        for z, y in zip(outputs, labels):
+            z = z.detach().requires_grad_()
+            x = z.clone()  # an in-place first step must not touch the leaf
+            for step in rest:
+                x = step(x)
+            loss = F.cross_entropy(x.float(), y, reduction='sum')
+            grad, = torch.autograd.grad(loss, z)
+            squares.append(grad.detach().pow(2))
+    mean = sum(float(g.sum()) for g in squares) / max(
+        sum(g.numel() for g in squares), 1)
+    return [g / mean for g in squares] if mean > 0 else \
+        [torch.ones_like(g) for g in squares]
+
+
+def _optimise(block, layers, acts, fp_inputs, q_inputs, targets, weights,
               settings: ReconstructionSettings, generator) -> None:
     fp_all, q_all = torch.cat(fp_inputs), torch.cat(q_inputs)
     target_all = torch.cat(targets)
+    weight_all = None if weights is None else torch.cat(weights)
     rounding = [SoftRounding(layer) for layer in layers]
     for layer, soft in zip(layers, rounding):
         soft.to(layer.weight.device)
@@ -296,8 +333,10 @@ def _optimise(block, layers, acts, fp_inputs, q_inputs, targets,
                         x.device) < settings.drop_prob
                     x = torch.where(use_fp, fp_all[idx], x)
                 out = block(x)
-                loss = (out - target_all[idx]).float().pow(2).flatten(
-                    1).sum(1).mean()
+                squares = (out - target_all[idx]).float().pow(2)
+                if weight_all is not None:
+                    squares = squares * weight_all[idx]
+                loss = squares.flatten(1).sum(1).mean()
                 beta = beta_schedule(it, settings.iters, settings.warmup,
                                      (settings.beta_start, settings.beta_end))
                 if beta > 0:

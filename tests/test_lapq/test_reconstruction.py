@@ -138,6 +138,42 @@ def test_error_shares_are_recorded():
     assert block['inputs_only'] == 0.0  # the first block reads the images
 
 
+def test_fisher_weights_are_the_squared_loss_gradients():
+    """Known answers: on the logits (nothing after the block) the weight
+    is (softmax - one-hot)^2; through a head that ignores a feature, that
+    feature weighs 0. Both normalised to mean 1."""
+    from mmlapq.lapq.reconstruction import output_sensitivity
+    g = torch.Generator().manual_seed(0)
+    logits = [torch.randn(4, 3, generator=g), torch.randn(2, 3, generator=g)]
+    labels = [torch.tensor([0, 1, 2, 0]), torch.tensor([2, 2])]
+    weights = output_sensitivity([], logits, labels)
+    raw = [(z.softmax(1) - nn.functional.one_hot(y, 3)).pow(2)
+           for z, y in zip(logits, labels)]
+    mean = torch.cat(raw).mean()
+    for w, r in zip(weights, raw):
+        assert torch.allclose(w, r / mean, atol=1e-6)
+    head = nn.Linear(2, 3)
+    with torch.no_grad():
+        head.weight[:, 1] = 0
+    features = [torch.randn(5, 2, generator=g)]
+    weights = output_sensitivity([nn.ReLU(inplace=True), head], features,
+                                 [torch.zeros(5).long()])[0]
+    assert torch.all(weights[:, 1] == 0) and weights.mean() == \
+        pytest.approx(1.0)
+
+
+def test_fisher_weighted_reconstruction_runs_in_the_pipeline():
+    model, obj = quantized_toy(bits=3)
+    x, y = toy_data(128, seed=7)
+    rounding = RoundingSettings('adaround', 'before_search', adaround=dict(
+        iters=20, fisher=True, learn_act_steps=True))
+    result = run_lapq(obj, InitSettings(p=3.0), SearchSettings(max_evals=5),
+                      rounding=rounding,
+                      holdout=CalibrationSet.from_tensors(x, y, 64))
+    assert result.rounding['fisher'] is True
+    assert len(result.rounding['reconstruction']['blocks']) == 4
+
+
 def test_codes_stay_on_the_grid_and_are_the_weights():
     model, obj = small_block(2)
     reconstruct(obj, ReconstructionSettings(iters=50, drop_prob=0.5))
