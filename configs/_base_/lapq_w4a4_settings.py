@@ -45,10 +45,12 @@ quantizer = dict(
         gptq=dict(damp=0.01, block_size=128, act_order=False,
                   max_columns=8192),
         # block reconstruction (docs/reconstruction.md); drop_prob=0.5 is
-        # QDrop
+        # QDrop; learn_act_steps learns the activation steps in the blocks
+        # (LSQ); fisher weights the block loss (BRECQ; measured worse)
         adaround=dict(iters=500, batch_size=32, lr=0.01, reg_weight=0.01,
                       warmup=0.2, beta_start=20.0, beta_end=2.0,
-                      drop_prob=0.0, seed=0)),
+                      drop_prob=0.0, seed=0, learn_act_steps=False,
+                      act_lr=0.001, fisher=False)),
     search=dict(
         method='powell',      # 'powell' | 'coordinate' | 'none'
         maxiter=2,
