@@ -207,7 +207,9 @@ def reconstruct(objective: CalibrationObjective,
         for layer in layers:
             layer.set_weight_codes(None)
         acts = _act_quantizers(block)
-        steps_before = [float(q.alpha) for q in acts if _learnable(q)]
+        learned = [q for q in acts if _learnable(q)] \
+            if settings.learn_act_steps else []
+        steps_before = [float(q.alpha) for q in learned]
         before = _error(_run(block, q_inputs), targets)
         shares_before = _error_shares(block, fp_inputs, targets)
         with quantization_disabled(block):  # the earlier blocks' error
@@ -217,15 +219,14 @@ def reconstruct(objective: CalibrationObjective,
             if settings.fisher:
                 weights = output_sensitivity(steps[end:], targets,
                                              objective.calib.labels)
-            _optimise(block, layers, acts, fp_inputs, q_inputs, targets,
-                      weights, settings, generator)
+            _optimise(block, layers, acts, learned, fp_inputs, q_inputs,
+                      targets, weights, settings, generator)
         if broadcast is not None:
             for layer in layers:
                 if layer.weight_codes is not None:
                     layer.set_weight_codes(broadcast(layer.weight_codes))
-            for q in acts:
-                if _learnable(q):
-                    q.set_alpha(broadcast(q.alpha))
+            for q in learned:
+                q.set_alpha(broadcast(q.alpha))
         q_outputs = _run(block, q_inputs)
         after = _error(q_outputs, targets)
         shares = _error_shares(block, fp_inputs, targets)
@@ -236,8 +237,7 @@ def reconstruct(objective: CalibrationObjective,
                       activations_only=[shares_before[1], shares[1]])
         if settings.learn_act_steps:
             record['act_clip_ratios'] = [
-                float(q.alpha) / a for q, a in
-                zip([q for q in acts if _learnable(q)], steps_before)]
+                float(q.alpha) / a for q, a in zip(learned, steps_before)]
         record['seconds'] = time.perf_counter() - t0
         records.append(record)
         if log:
@@ -299,8 +299,9 @@ def output_sensitivity(rest: Sequence[nn.Module],
         [torch.ones_like(g) for g in squares]
 
 
-def _optimise(block, layers, acts, fp_inputs, q_inputs, targets, weights,
-              settings: ReconstructionSettings, generator) -> None:
+def _optimise(block, layers, acts, learned_acts, fp_inputs, q_inputs,
+              targets, weights, settings: ReconstructionSettings,
+              generator) -> None:
     fp_all, q_all = torch.cat(fp_inputs), torch.cat(q_inputs)
     target_all = torch.cat(targets)
     weight_all = None if weights is None else torch.cat(weights)
@@ -309,14 +310,12 @@ def _optimise(block, layers, acts, fp_inputs, q_inputs, targets, weights,
         soft.to(layer.weight.device)
         layer.set_soft_rounding(soft)
     groups = [dict(params=[soft.v for soft in rounding], lr=settings.lr)]
-    learned = {}
-    if settings.learn_act_steps:
-        learned = {q: LearnedStep(q) for q in acts if _learnable(q)}
-        for q, step in learned.items():
-            q.set_learned_step(step)
-        if learned:
-            groups.append(dict(params=[s.log_ratio for s in learned.values()],
-                               lr=settings.act_lr))
+    learned = {q: LearnedStep(q) for q in learned_acts}
+    for q, step in learned.items():
+        q.set_learned_step(step)
+    if learned:
+        groups.append(dict(params=[s.log_ratio for s in learned.values()],
+                           lr=settings.act_lr))
     optimiser = torch.optim.Adam(groups)
     hooks = _ste_hooks(acts, settings.drop_prob, generator)
     n = q_all.shape[0]
