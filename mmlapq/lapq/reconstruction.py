@@ -46,8 +46,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..quant.adaround import SoftRounding, beta_schedule
-from ..quant.control import (float_activations, float_weights,
-                             quant_layers, quantization_disabled)
+from ..quant.control import (activation_quantizers, float_activations,
+                             float_weights, quant_layers,
+                             quantization_disabled)
 from ..quant.grids import check_type
 from ..quant.lsq import LearnedStep
 from .interrupt import stop_requested
@@ -144,14 +145,6 @@ def _weighted_layers(module: nn.Module) -> List[nn.Module]:
             if getattr(m, 'weight_quantizer', None) is not None]
 
 
-def _act_quantizers(block: nn.Module) -> list:
-    """The block's activation quantizers, each once (a reused ReLU shares
-    one), in module order."""
-    return list(dict.fromkeys(
-        m.act_quantizer for m in quant_layers(block).values()
-        if getattr(m, 'act_quantizer', None) is not None))
-
-
 def _learnable(quantizer) -> bool:
     return quantizer.channel_axis is None and \
         quantizer.grid.kind != 'midrise' and quantizer.initialized
@@ -206,7 +199,7 @@ def reconstruct(objective: CalibrationObjective,
             targets = _run(block, fp_inputs)
         for layer in layers:
             layer.set_weight_codes(None)
-        acts = _act_quantizers(block)
+        acts = activation_quantizers(block)
         learned = [q for q in acts if _learnable(q)] \
             if settings.learn_act_steps else []
         steps_before = [float(q.alpha) for q in learned]

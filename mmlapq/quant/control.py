@@ -107,20 +107,26 @@ def float_weights(model: nn.Module) -> Iterator[nn.Module]:
     """Inside the block every quantized layer of ``model`` computes with its
     float weight and float bias (its activations stay quantized): the
     activations' share of an output error."""
-    saved = {}
-    for name, layer in quant_layers(model).items():
-        wq = getattr(layer, 'weight_quantizer', None)
-        if wq is not None:
-            saved[name] = (wq, layer.weight_codes)
-            layer.weight_codes = None
-            layer.weight_quantizer = None
+    saved = [(layer, layer.weight_quantizer, layer.weight_codes)
+             for layer in quant_layers(model).values()
+             if getattr(layer, 'weight_quantizer', None) is not None]
+    for layer, _, _ in saved:
+        layer.weight_codes = None
+        layer.weight_quantizer = None
     try:
         yield model
     finally:
-        layers = quant_layers(model)
-        for name, (wq, codes) in saved.items():
-            layers[name].weight_quantizer = wq
-            layers[name].weight_codes = codes
+        for layer, wq, codes in saved:
+            layer.weight_quantizer = wq
+            layer.weight_codes = codes
+
+
+def activation_quantizers(model: nn.Module) -> list:
+    """The activation quantizers of ``model``, each once (a reused ReLU
+    shares one), in module order."""
+    return list(dict.fromkeys(
+        layer.act_quantizer for layer in quant_layers(model).values()
+        if layer.act_quantizer is not None))
 
 
 @contextmanager
@@ -128,11 +134,8 @@ def float_activations(model: nn.Module) -> Iterator[nn.Module]:
     """Inside the block every activation quantizer of ``model`` passes its
     input through (the weights stay quantized): the weights' share of an
     output error."""
-    acts = dict.fromkeys(layer.act_quantizer
-                         for layer in quant_layers(model).values()
-                         if layer.act_quantizer is not None)
     hooks = [q.register_forward_hook(lambda m, inputs, out: inputs[0])
-             for q in acts]
+             for q in activation_quantizers(model)]
     try:
         yield model
     finally:
