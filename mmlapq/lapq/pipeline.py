@@ -253,17 +253,11 @@ def _round(objective: CalibrationObjective, rounding: RoundingSettings,
                 objective, holdout, previous_clips, guard['z'], log)
     after = objective.loss()
     if holdout_before is not None:
-        delta, se = paired_difference(holdout.image_losses(), holdout_before,
-                                      objective.reduce_fn)
-        worse = delta > guard['z'] * se
-        why = (f"{'undid' if worse else 'kept'} the {name} rounding: "
-               f'held-out loss {delta:+.5f} +- {se:.5f} against the codes '
-               f"before it ({'more' if worse else 'not more'} than "
-               f"{guard['z']:g} standard errors higher)")
-        record['guard'] = dict(kept='before' if worse else name, why=why,
-                               delta=delta, se=se)
-        log(f'guard: {why}', force=True)
-        if worse:
+        record['guard'] = _judge(
+            holdout.image_losses(), holdout_before, guard['z'],
+            objective.reduce_fn, f'the {name} rounding',
+            'the codes before it', name, log)
+        if record['guard']['kept'] == 'before':
             set_weight_codes(objective, previous)
             objective.set_clips(previous_clips)
             after = objective.loss()
@@ -284,17 +278,28 @@ def _judge_act_steps(objective: CalibrationObjective,
     learned_clips = objective.clips()
     learned_losses = holdout.image_losses()
     objective.set_clips(start_clips)
-    delta, se = paired_difference(learned_losses, holdout.image_losses(),
-                                  objective.reduce_fn)
-    worse = delta > z * se
-    if not worse:
+    record = _judge(learned_losses, holdout.image_losses(), z,
+                    objective.reduce_fn, 'the learned activation steps',
+                    'the steps they started from', 'learned', log)
+    if record['kept'] == 'learned':
         objective.set_clips(learned_clips)
-    why = (f"{'undid' if worse else 'kept'} the learned activation steps: "
-           f'held-out loss {delta:+.5f} +- {se:.5f} against the steps they '
-           f"started from ({'more' if worse else 'not more'} than {z:g} "
-           'standard errors higher)')
+    return record
+
+
+def _judge(new: torch.Tensor, old: torch.Tensor, z: float, reduce_fn,
+           what: str, against: str, label: str, log) -> dict:
+    """The guard's record for a change whose per-image held-out losses
+    are ``new`` (``old`` before it): kept (``label``) unless it raises the
+    mean by more than ``z`` standard errors of the paired difference, then
+    'before'."""
+    delta, se = paired_difference(new, old, reduce_fn)
+    worse = delta > z * se
+    why = (f"{'undid' if worse else 'kept'} {what}: held-out loss "
+           f'{delta:+.5f} +- {se:.5f} against {against} '
+           f"({'more' if worse else 'not more'} than {z:g} standard errors "
+           'higher)')
     log(f'guard: {why}', force=True)
-    return dict(kept='before' if worse else 'learned', why=why, delta=delta,
+    return dict(kept='before' if worse else label, why=why, delta=delta,
                 se=se)
 
 

@@ -145,11 +145,6 @@ def _weighted_layers(module: nn.Module) -> List[nn.Module]:
             if getattr(m, 'weight_quantizer', None) is not None]
 
 
-def _learnable(quantizer) -> bool:
-    return quantizer.channel_axis is None and \
-        quantizer.grid.kind != 'midrise' and quantizer.initialized
-
-
 def _ste_hooks(quantizers, drop_prob: float, generator_state) -> list:
     """Straight-through gradients at every activation quantizer (a learned
     step's quantizer has its own, see ``quant.lsq``), and QDrop's random
@@ -200,7 +195,7 @@ def reconstruct(objective: CalibrationObjective,
         for layer in layers:
             layer.set_weight_codes(None)
         acts = activation_quantizers(block)
-        learned = [q for q in acts if _learnable(q)] \
+        learned = [q for q in acts if LearnedStep.fits(q)] \
             if settings.learn_act_steps else []
         steps_before = [float(q.alpha) for q in learned]
         before = _error(_run(block, q_inputs), targets)

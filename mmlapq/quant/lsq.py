@@ -26,6 +26,13 @@ class LearnedStep(nn.Module):
     """The trainable clip of one per-tensor activation quantizer, started
     at its current clip."""
 
+    @staticmethod
+    def fits(quantizer: nn.Module) -> bool:
+        """Whether ``quantizer`` can learn its step: per-tensor, on an
+        integer grid, with a clip to start from."""
+        return quantizer.channel_axis is None and \
+            quantizer.grid.kind != 'midrise' and quantizer.initialized
+
     def __init__(self, quantizer: nn.Module):
         super().__init__()
         grid = quantizer.grid

@@ -43,10 +43,14 @@ def test_gradients_are_lsqs():
 
 
 def test_a_learned_step_needs_a_per_tensor_integer_grid():
+    assert LearnedStep.fits(quantizer('unsigned'))
+    assert not LearnedStep.fits(quantizer('midrise'))
+    assert not LearnedStep.fits(TensorQuantizer(Grid(4, 'unsigned')))
     with pytest.raises(ValueError, match='per-tensor'):
         LearnedStep(quantizer('midrise'))
     per_channel = TensorQuantizer(Grid(4, 'signed'), channel_axis=0)
     per_channel.set_alpha(torch.ones(3))
+    assert not LearnedStep.fits(per_channel)
     with pytest.raises(ValueError, match='per-tensor'):
         LearnedStep(per_channel)
     with pytest.raises(ValueError, match='initialise'):
