@@ -1,9 +1,10 @@
 """The per-layer latency table of a mixed-precision latency budget
-(``quantizer.mixed.budget=dict(latency=MS, table=PATH)``, issue 29), as
+(``quantizer.mixed.budget=dict(latency=MS, table=PATH)``), as
 HAWQ-V3 measures it: the config's model exported at each uniform candidate
 width (first/last layers and overrides as configured), each export run in
 onnxruntime with its profiler, each conv / matrix kernel's median time
-(with the requantizations just before it) given to its layer. Written once
+(with the requantizations just before it) given to its layer, under the
+widths the layer ran at (``wfpafp`` for a float layer). Written once
 by ``tools/latency_table.py``, read back by ``lapq.mixed``.
 
 On CPUs onnxruntime has 8-bit kernels only: 2/3/4-bit layers run at 8-bit
@@ -24,6 +25,8 @@ from ..export import export_qdq
 from ..export.onnxruntime import kernel_times_by_layer
 from ..lapq import CalibrationSet
 from ..lapq.mixed import layer_costs, option_label
+from ..quant.running import running_widths
+from ..quant.wrap import merge_overrides
 from ..registry import MODELS as LAPQ_MODELS
 
 
@@ -56,7 +59,8 @@ def latency_table(cfg, checkpoint: str, w_candidates: Sequence[int],
                          for c in costs if c.free_w or c.free_a}
             model = copy.deepcopy(float_model)
             quantizer = LAPQ_MODELS.build(dict(
-                quant_cfg, overrides=dict(settings.overrides, **overrides),
+                quant_cfg, overrides=merge_overrides(settings.overrides,
+                                               overrides),
                 init=dict(method='max', mode='independent'),
                 search=dict(method='none'), rounding=dict(method='nearest'),
                 equalize=False, calib=dict(holdout_images=0,
@@ -72,8 +76,9 @@ def latency_table(cfg, checkpoint: str, w_candidates: Sequence[int],
             if missing:
                 raise LAPQError(f'the profile of the W{w}A{a} export has no '
                                 f'kernel for layer {missing[0]}')
+            runs_at = running_widths(model)  # keyed by what ran
             for c in costs:
-                table[c.name].setdefault(option_label(options[c.name]),
+                table[c.name].setdefault(option_label(runs_at[c.name]),
                                          []).append(times[c.name])
             if logger:
                 logger.info(f'W{w}A{a}: {sum(times[c.name] for c in costs):.3f}'

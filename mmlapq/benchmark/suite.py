@@ -37,7 +37,7 @@ from ..fileio import write_text
 from ..lapq import CalibrationObjective, CalibrationSet
 from ..lapq.chain import build_chain, classifier_logits
 from ..lapq.initialize import ClipInitializer
-from ..lapq.mixed import layer_macs, plan_costs
+from ..lapq.mixed import layer_macs, model_costs
 from ..quant import clips_applied
 from ..quant.precision import tf32_mode
 from ..report import (benchmark_markdown, plot_loss_surface, plot_pareto,
@@ -119,7 +119,6 @@ def methods_benchmark(cfg, runner, calib: CalibrationSet,
     # p sweep, same clips) instead of repeating the sweep.
     lp_from_lapq = 'lp' in methods and 'lapq' in methods
     macs = layer_macs(float_model, calib.inputs[0])
-    params = {n: float_model.get_submodule(n).weight.numel() for n in macs}
     for w_bits, a_bits in bits:
         for method in methods:
             if method == 'lp' and lp_from_lapq:
@@ -128,7 +127,7 @@ def methods_benchmark(cfg, runner, calib: CalibrationSet,
             quantizer = make_quantizer(cfg.quantizer, method, w_bits, a_bits,
                                        max_evals, seed)
             t0 = time.perf_counter()
-            plans, result = quantizer.quantize(model, calib, logger)
+            _, result = quantizer.quantize(model, calib, logger)
             seconds = time.perf_counter() - t0
             mixed = quantizer.state.mixed
             name = f'W{w_bits}A{a_bits} {method}'
@@ -141,7 +140,8 @@ def methods_benchmark(cfg, runner, calib: CalibrationSet,
                        guard=result.search.guard,
                        p=result.p_star, func_evals=result.func_evals,
                        seconds=seconds, seed=seed,
-                       **plan_costs(plans, macs, params))
+                       # measured on the model, not from its plan
+                       **model_costs(model, macs))
             if mixed:
                 row['mixed'] = dict(
                     budget=mixed['budget'], used=mixed['used'],
@@ -164,7 +164,7 @@ def methods_benchmark(cfg, runner, calib: CalibrationSet,
                     **lp_accuracy, calib_loss=result.init_loss,
                     init_calib_loss=result.init_loss, p=result.p_star,
                     func_evals=0, seconds=result.seconds['init'], seed=seed,
-                    **plan_costs(plans, macs, params)))
+                    **model_costs(model, macs)))
             if logger:
                 logger.info(f"W{w_bits}A{a_bits} {method}: top-1 "
                             f"{row['top1']:.2f}, loss {row['calib_loss']:.4f}"

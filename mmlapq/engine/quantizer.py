@@ -8,7 +8,7 @@
         calib=dict(num_images=512, seed=0, batch_size=64))
 """
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Optional, Tuple
 
 import torch
@@ -18,11 +18,13 @@ from ..lapq import (CalibrationObjective, CalibrationSet, InitSettings,
                     LapqResult, RoundingSettings, SearchSettings, run_lapq)
 from ..quant.grids import check_type
 from ..quant import QuantSettings, quantize_model, quantizers
+from ..quant.wrap import merge_overrides
 from ..registry import MODELS
 from ..quant.bn_fold import fold_batch_norms
 from ..quant.equalize import equalize
 from ..lapq.chain import build_chain, classifier_logits
-from ..lapq.mixed import MixedSettings, choose_widths, cost_model
+from ..lapq.mixed import (MixedSettings, check_running, choose_widths,
+                          cost_model)
 from .errors import LAPQError
 from .run_state import RunState
 from ..quant.precision import tf32_mode
@@ -174,7 +176,7 @@ class LAPQQuantizer:
                         order=self.rounding.order,
                         gptq=asdict(self.rounding.gptq_settings),
                         adaround=asdict(self.rounding.adaround_settings))
-        return to_builtin(dict(quant=self.quant.to_dict(), init=init,
+        return to_builtin(dict(quant=self.wrap_settings.to_dict(), init=init,
                                search=search, rounding=rounding,
                                mixed=self.mixed and self.mixed.to_dict(),
                                calib=dict(self.calib),
@@ -233,13 +235,21 @@ class LAPQQuantizer:
             saved = dict(overrides=result.overrides, record=result.record)
             if search_state is not None:
                 search_state.update(mixed=saved)
-        self.quant.overrides = dict(self.quant.overrides,
-                                    **saved['overrides'])
-        self.state.mixed = saved['record']
+        # The user's settings stay as given: a second quantize() must not
+        # take this allocation for the user's overrides.
+        self.state.quant = replace(self.quant, overrides=merge_overrides(
+            self.quant.overrides, saved['overrides']))
+        self.state.mixed = dict(saved['record'])
+
+    @property
+    def wrap_settings(self) -> QuantSettings:
+        """What the model is wrapped with: the config's settings, with the
+        mixed-precision allocation's widths once it is chosen."""
+        return self.state.quant or self.quant
 
     def wrap(self, model: nn.Module):
         try:
-            return quantize_model(model, self.quant)
+            return quantize_model(model, self.wrap_settings)
         except ValueError as exc:
             raise LAPQError(str(exc)) from None
 
@@ -258,6 +268,12 @@ class LAPQQuantizer:
                 self.choose_widths(model, calib, logger, reduce_fn,
                                    reduce_hist, search_state)
         plans = self.wrap(model)
+        if self.mixed is not None:  # the budget used, measured on the model
+            try:
+                self.state.mixed['used'] = check_running(
+                    model, self.state.mixed, self.mixed)
+            except ValueError as exc:
+                raise LAPQError(str(exc)) from None
         steps = build_chain(model, calib.inputs[0], logger)
         if logger:
             logger.info(f'{len(plans)} layers quantized, '

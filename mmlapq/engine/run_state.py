@@ -45,6 +45,9 @@ class RunState:
             ReLU6 modules replaced), when the run equalized.
         mixed: the record of the mixed-precision allocation (sensitivity,
             chosen widths, budget used), when the run chose widths.
+        quant: the quantizer settings with the allocation's widths merged
+            into the overrides (what the model is wrapped with), when the
+            run chose widths.
         plans: the quantized layers.
         result: the LAPQ result (init, search, rounding, timings).
         init_metrics: test metrics at the layer-wise init's clips.
@@ -61,6 +64,7 @@ class RunState:
     calib_record: Optional[dict] = None
     equalization: Optional[dict] = None
     mixed: Optional[dict] = None
+    quant: Any = None
     plans: Optional[List[Any]] = None
     result: Any = None
     init_metrics: Optional[Dict[str, float]] = None

@@ -48,6 +48,17 @@ class Allocation:
     budget: float
 
 
+# Costs in float (latency in ms, a mean width times a parameter count) sum
+# to slightly different values in different orders: a cost within this
+# relative tolerance of the budget meets it.
+BUDGET_RTOL = 1e-9
+
+
+def within_budget(cost: float, budget: float) -> bool:
+    """Whether ``cost`` meets ``budget``, up to float summation error."""
+    return cost <= budget + BUDGET_RTOL * abs(budget)
+
+
 def minimum_cost(layers: Sequence[LayerOptions]) -> float:
     """The smallest cost any allocation has (each layer's cheapest
     option)."""
@@ -56,13 +67,14 @@ def minimum_cost(layers: Sequence[LayerOptions]) -> float:
 
 def allocate(layers: Sequence[LayerOptions], budget: float) -> Allocation:
     """The allocation of least summed predicted loss increase whose cost is
-    at most ``budget``; ValueError (one line) when no allocation fits."""
+    at most ``budget`` (:func:`within_budget`); ValueError (one line) when
+    no allocation fits."""
     from scipy.optimize import LinearConstraint, milp
     layers = list(layers)
     if not layers:
         raise ValueError('no layer to allocate widths to')
     lowest = minimum_cost(layers)
-    if budget < lowest * (1 - 1e-12):
+    if not within_budget(lowest, budget):
         raise ValueError(f'the budget {budget:.6g} is below {lowest:.6g}, '
                          'what the smallest candidate widths cost: raise '
                          'the budget or add smaller candidates')
@@ -75,8 +87,10 @@ def allocate(layers: Sequence[LayerOptions], budget: float) -> Allocation:
         start += len(layer.options)
     # Costs are scaled to the budget so that HiGHS's feasibility tolerance
     # (absolute, 1e-6) is a relative one. An answer above the budget by
-    # that tolerance is solved again under a slightly tighter bound.
+    # that tolerance is solved again under a slightly tighter bound; if
+    # none is found there, the cheapest allocation (which fits) is taken.
     scale = budget if budget > 0 else 1.0
+    chosen = None
     for slack in (0.0, 1e-6, 1e-5):
         result = milp(loss, integrality=np.ones_like(loss), bounds=(0, 1),
                       constraints=[LinearConstraint(one_each, 1, 1),
@@ -84,12 +98,12 @@ def allocate(layers: Sequence[LayerOptions], budget: float) -> Allocation:
                                                     -np.inf, 1.0 - slack)])
         if not result.success:
             break
-        chosen = np.round(result.x).astype(bool)
-        if float(cost[chosen].sum()) <= budget:
+        picked = np.round(result.x).astype(bool)
+        if within_budget(float(cost[picked].sum()), budget):
+            chosen = picked
             break
-    if not result.success or float(cost[chosen].sum()) > budget:
-        raise ValueError(f'no allocation fits the budget {budget:.6g}: '
-                         f'{result.message}')
+    if chosen is None:
+        chosen = _cheapest(layers)
     choice, start = {}, 0
     for layer in layers:
         picked = np.flatnonzero(chosen[start:start + len(layer.options)])
@@ -99,6 +113,18 @@ def allocate(layers: Sequence[LayerOptions], budget: float) -> Allocation:
     return Allocation(choice=choice,
                       predicted_loss_increase=float(loss[chosen].sum()),
                       cost=used, budget=float(budget))
+
+
+def _cheapest(layers: Sequence[LayerOptions]) -> np.ndarray:
+    """The selection of each layer's cheapest option (the least predicted
+    loss among equally cheap ones)."""
+    picked = []
+    for layer in layers:
+        cheapest = min(layer.cost)
+        best = min((loss, i) for i, (loss, c) in enumerate(
+            zip(layer.loss, layer.cost)) if c == cheapest)[1]
+        picked += [i == best for i in range(len(layer.options))]
+    return np.asarray(picked)
 
 
 def bops(macs: int, option: Option) -> float:

@@ -1,14 +1,17 @@
-"""Per-tensor sensitivity for mixed precision (issue 29): how much the
+"""Per-tensor sensitivity for mixed precision: how much the
 calibration task loss rises when one tensor alone is quantized at a lower
 width, everything else staying at the base width (8 bits).
 
 The probe is LAPQ's own loss, not a proxy (HAWQ's Hessian trace, AIMET's
 evaluation score): for each candidate width the tensor gets its Lp clip at
 that width and the loss of the whole network is measured. Through the
-chain: the steps run once in the base state, in order, each step's input
-kept; a probe of a tensor of step ``i`` runs only steps ``i..`` from that
-input. ``use_cache=False`` runs every probe from the images (the same
-numbers, for the tests).
+chain: the steps run in the base state, in order, and a probe of a tensor
+of step ``i`` runs only the steps from the latest kept step input at or
+before ``i``. A step's input for the whole calibration set is kept only
+when it fits in ``cache_bytes`` (the chain cache's bound; at most two are
+held at once, the kept one and the next); otherwise the probes run from
+the last one that fitted, or from the images (``cache_bytes=0``: every
+probe from the images, the same numbers, no memory beyond a batch).
 
 A conv that reads its input through its residual block's quantizer at the
 base width (``set_input_source``) gets a quantizer of its own for a probe
@@ -117,15 +120,15 @@ def _input_quantizer(layer: nn.Module) -> Optional[TensorQuantizer]:
 def measure_sensitivity(objective: CalibrationObjective, model: nn.Module,
                         candidates: Dict[str, Dict[str, Sequence[int]]],
                         base_bits: int = 8, p: float = 2.0,
-                        use_cache: bool = True, reduce_hist=None,
+                        cache_bytes: int = 4 << 30, reduce_hist=None,
                         hist_bins: int = 2048,
                         log: Optional[Callable[[str], None]] = None
                         ) -> Sensitivity:
     """The loss increase of every (layer, tensor, width) in ``candidates``
     (``{layer name: {'weight': widths, 'input': widths}}``) on the
     objective's model, whose clips must be initialised at the base width.
-    A width equal to the base is not probed (0). Without ``use_cache``
-    each probe runs the whole chain from the images."""
+    A width equal to the base is not probed (0). ``cache_bytes``: memory
+    for one kept step input (see the module doc)."""
     t0 = time.perf_counter()
     layers = quant_layers(model)
     missing = [n for n in candidates if n not in layers]
@@ -144,14 +147,16 @@ def measure_sensitivity(objective: CalibrationObjective, model: nn.Module,
     increase: Dict[str, Dict[str, Dict[int, float]]] = OrderedDict(
         (name, {}) for name in candidates)
     probes = steps_run = 0
-    inputs = list(calib.inputs)
+    kept_at, kept = 0, list(calib.inputs)  # the latest kept step input
     for i in range(len(steps)):
         names = by_step.get(i, [])
         hists = {name: AbsHistogram(hist_bins) for name in names
                  if candidates[name].get(INPUT)}
-        with torch.no_grad(), _observing_inputs(
-                {layers[n]: hists[n] for n in hists}):
-            outputs = [steps[i](x) for x in inputs]
+        outputs = None
+        if names or cache_bytes > 0:
+            with _observing_inputs({layers[n]: hists[n] for n in hists}):
+                outputs = _run_keeping(steps[kept_at:i + 1], kept,
+                                       cache_bytes, every_batch=bool(hists))
         if reduce_hist is not None:
             hists = {n: reduce_hist(h) for n, h in hists.items()}
         for name in names:
@@ -169,21 +174,45 @@ def measure_sensitivity(objective: CalibrationObjective, model: nn.Module,
                         continue
                     probe.apply(bits)
                     try:
-                        start = i if use_cache else 0
-                        loss = objective.loss_from(
-                            start, inputs if use_cache else calib.inputs)
+                        loss = objective.loss_from(kept_at, kept)
                     finally:
                         probe.restore()
                     row[bits] = loss - base_loss
                     probes += 1
-                    steps_run += len(steps) - start
-        inputs = outputs
+                    steps_run += len(steps) - kept_at
+        if outputs is not None:
+            kept_at, kept = i + 1, outputs
         if log and names:
             log(f'sensitivity: step {i + 1}/{len(steps)}, {probes} probes, '
                 f'{time.perf_counter() - t0:.1f} s')
     return Sensitivity(base_loss, base_bits, p, increase,
                        time.perf_counter() - t0, probes, steps_run,
                        probes * len(steps))
+
+
+@torch.no_grad()
+def _run_keeping(steps: Sequence[nn.Module], inputs: List[torch.Tensor],
+                 cache_bytes: int, every_batch: bool
+                 ) -> Optional[List[torch.Tensor]]:
+    """Run ``steps`` on the batches of ``inputs``; their outputs while
+    their bytes fit in ``cache_bytes``, else None (dropped as soon as they
+    do not fit, and the run stops there unless ``every_batch``: the
+    histograms of the step's inputs need every batch)."""
+    outputs: Optional[List[torch.Tensor]] = []
+    nbytes = 0
+    for x in inputs:
+        for step in steps:
+            x = step(x)
+        if outputs is None:
+            continue
+        nbytes += x.numel() * x.element_size()
+        if nbytes > cache_bytes:
+            outputs = None
+            if not every_batch:
+                break
+        else:
+            outputs.append(x)
+    return outputs
 
 
 @contextmanager

@@ -61,6 +61,14 @@ def layer_weight_codes(layer: nn.Module) -> torch.Tensor:
 _INT16_SHIFT = 1 << 15
 
 
+def packed_bytes(numel: int, bits: int) -> int:
+    """Bytes that :func:`pack_codes` stores ``numel`` codes of ``bits``
+    in: two per byte at 4 bits and below, one up to 8, two up to 16."""
+    if bits <= 4:
+        return (numel + 1) // 2
+    return numel if bits <= 8 else 2 * numel
+
+
 def pack_codes(codes: torch.Tensor, grid: Grid) -> Dict[str, object]:
     """Codes as compact bytes: offset to 0..2^bits-1, then two per byte at 4
     bits and below (low nibble first), one uint8 up to 8 bits, one int16

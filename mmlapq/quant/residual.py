@@ -111,8 +111,9 @@ def quantize_residual_adds(model: nn.Module, operand_bits: Optional[int],
                            ) -> List[Tuple[str, str, int]]:
     """Quantize the adds of ``model``'s residual blocks in place (see the
     module doc), for blocks whose first convs have input quantizers. The
-    block's input quantizer takes over theirs (bits and grid); the
-    operands' quantizers get ``operand_bits`` (None: the same bits).
+    block's input quantizer takes over those of its widest convs; the
+    operands' quantizers get ``operand_bits`` (None: the first conv's
+    input bits).
     Returns (module name, class name, bits) of every module given a
     quantizer."""
     added = []
@@ -131,6 +132,7 @@ def quantize_residual_adds(model: nn.Module, operand_bits: Optional[int],
                                 for c in convs):
             continue
         grid = convs[0].input_quantizer.grid
+        widest = max(c.input_quantizer.bits for c in convs)
         operand = Grid(max(operand_bits or 0, grid.bits), grid.kind)
         slots = [kind.branch_end(block)] + ([shortcut] if shortcut else [])
         if any(type(getattr(p, n)) is not nn.Identity for p, n in slots):
@@ -138,15 +140,17 @@ def quantize_residual_adds(model: nn.Module, operand_bits: Optional[int],
         for parent, attr in slots:
             module = quantize_module_input(getattr(parent, attr), operand)
             added.append((names[id(module)], 'Identity', operand.bits))
-        block_grid = Grid(max(shortcut_bits or 0, grid.bits), grid.kind)
+        # At least the widest first conv's bits: a conv reading a narrower
+        # block quantizer would run at the block's width, not its own.
+        block_grid = Grid(max(shortcut_bits or 0, widest), grid.kind)
         quantize_module_input(block, block_grid)
         added.append((name, kind.class_name, block_grid.bits))
-        if block_grid.bits == grid.bits:
-            # One quantizer for the convs and the shortcut: the runtime
-            # reads the same codes for both (the fastest graph).
-            for conv in convs:
+        for conv in convs:
+            if conv.input_quantizer.bits == block_grid.bits:
+                # The conv reads the block's codes as they are (the
+                # fastest graph): one quantizer for it and the shortcut.
                 conv.input_quantizer = None
                 conv.set_input_source(block.input_quantizer)
-        # Otherwise the convs requantize the block's input to their own
-        # grid: a float DequantizeLinear -> QuantizeLinear in the graph.
+            # Otherwise the conv requantizes the block's input to its own
+            # (narrower) grid: a float DequantizeLinear -> QuantizeLinear.
     return added

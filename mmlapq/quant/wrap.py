@@ -156,6 +156,23 @@ def _normalise_override(pattern: str, value) -> Dict[str, Optional[int]]:
             for k, v in value.items()}
 
 
+def merge_overrides(base: Dict[str, object], extra: Dict[str, Dict]
+                    ) -> Dict[str, Dict[str, Optional[int]]]:
+    """``extra`` over ``base`` key by key: a layer named in both keeps the
+    widths of ``base`` that ``extra`` does not set (a user's
+    ``{conv: dict(a_bits=8)}`` and an allocation's ``{conv:
+    dict(w_bits=3)}`` give W3A8). ``base`` is not changed."""
+    merged = dict(base)
+    for pattern, value in extra.items():
+        if pattern in merged:
+            merged[pattern] = dict(
+                _normalise_override(pattern, merged[pattern]),
+                **_normalise_override(pattern, value))
+        else:
+            merged[pattern] = value
+    return merged
+
+
 def _matches(name: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
@@ -209,10 +226,9 @@ def plan_layers(model: nn.Module, settings: QuantSettings) -> List[LayerPlan]:
         elif at_relus:
             plan.a_bits = None  # activations are quantized at the ReLUs
     plans = [p for p in plans if p.w_bits is not None or p.a_bits is not None]
-    if settings.int16_safe_weights:
-        for plan in plans:
-            if plan.w_bits == 8 and plan.a_bits == 8:
-                plan.w_bits = INT16_SAFE_BITS
+    for plan in plans:
+        plan.w_bits, plan.a_bits = running_widths_of(settings, plan.w_bits,
+                                                     plan.a_bits)
     if not plans:
         raise ValueError('no layer is selected for quantization: check '
                          'layer_types, include/exclude and overrides')
@@ -220,6 +236,16 @@ def plan_layers(model: nn.Module, settings: QuantSettings) -> List[LayerPlan]:
         plans = sorted(plans + _plan_pools(model, plans, settings),
                        key=lambda p: order[p.name])
     return plans
+
+
+def running_widths_of(settings: QuantSettings, w_bits: Optional[int],
+                      a_bits: Optional[int]):
+    """The widths a layer planned at ``(w_bits, a_bits)`` runs at: with
+    ``int16_safe_weights`` an 8-bit weight of an 8-bit-input layer takes
+    7 bits."""
+    if settings.int16_safe_weights and w_bits == 8 and a_bits == 8:
+        return INT16_SAFE_BITS, a_bits
+    return w_bits, a_bits
 
 
 def _layers_read_directly(model: nn.Module) -> set:

@@ -1,4 +1,4 @@
-"""Mixed precision's costs and settings (lapq/mixed.py): MACs of known
+"""Mixed precision's costs and settings (lapq/mixed/): MACs of known
 layers, which widths are free, the budgets in their units, and the one-line
 refusals of bad settings before any work."""
 import json
@@ -10,9 +10,9 @@ from toy_runner import toy_config
 
 import mmlapq  # noqa: F401
 from mmlapq.lapq.mixed import (CostModel, MixedSettings, cost_model,
-                               layer_costs, layer_macs, plan_costs,
+                               layer_costs, layer_macs, model_costs,
                                weight_bytes)
-from mmlapq.quant import QuantSettings, plan_layers
+from mmlapq.quant import QuantSettings, quantize_model
 
 # the toy classifier of depth 3 on 8x8 images: conv 3->8, two convs 8->8
 # (3x3, padding 1), global pool, fc 8->4
@@ -75,10 +75,10 @@ def test_budgets_in_their_units(tmp_path):
     avg = CostModel(costs, MixedSettings(dict(weight_bits_avg=4.5)))
     params = 3 * 8 * 9 + 2 * 8 * 8 * 9 + 8 * 4
     assert avg.budget() == 4.5 * params
-    # the benchmark's costs of a uniform plan are the budget's
-    plans = plan_layers(model, QuantSettings())
-    params_of = {n: model.get_submodule(n).weight.numel() for n in MACS}
-    assert plan_costs(plans, MACS, params_of)['bops'] == bops.budget()
+    # the benchmark's costs of the uniform model, read off the model, are
+    # the budget's
+    quantize_model(model, QuantSettings())
+    assert model_costs(model, MACS)['bops'] == bops.budget()
 
 
 def test_the_uniform_width_of_the_budget_is_a_candidate():
@@ -141,3 +141,44 @@ def test_a_latency_table_of_another_model_is_refused(tmp_path):
     with pytest.raises(ValueError, match='does not exist'):
         cost_model(model, probe(), QuantSettings(), MixedSettings(
             dict(latency=5.0, table=str(tmp_path / 'none.json'))))
+
+
+def test_float_layers_count_at_32_bits(tmp_path):
+    """With first_last='fp' the float first and last layers stay in the
+    costs, fixed, at 32 bits in BOPs and bits and 4 bytes per parameter."""
+    model = toy(tmp_path)
+    quant = QuantSettings(first_last='fp')
+    costs = layer_costs(model, probe(), quant)
+    assert [c.name for c in costs] == list(MACS)
+    edges = [c for c in costs if c.name in ('backbone.layers.0', 'head.fc')]
+    assert all((c.w_bits, c.a_bits, c.free_w, c.free_a) ==
+               (None, None, False, False) for c in edges)
+    bops = CostModel(costs, MixedSettings(dict(bops_of='w4a4')))
+    float_bops = (MACS['backbone.layers.0'] + MACS['head.fc']) * 32 * 32
+    assert bops.budget() == float_bops + 2 * MACS['backbone.layers.3'] * 16
+    assert bops.options(edges[0]) == [(None, None)]
+    params = {'backbone.layers.0': 3 * 8 * 9, 'head.fc': 8 * 4}
+    size = CostModel(costs, MixedSettings(dict(weight_bytes=1e6)))
+    assert size.cost(edges[0], (None, None)) == 4 * params[edges[0].name]
+    avg = CostModel(costs, MixedSettings(dict(weight_bits_avg=4.0)))
+    assert avg.minimum() == 32 * sum(params.values()) + 2 * 8 * 8 * 9 * 2
+    # a layer left float by exclude counts too
+    excluded = layer_costs(model, probe(), QuantSettings(
+        exclude=['backbone.layers.3']))
+    assert len(excluded) == 4 and excluded[1].w_bits is None
+    # and the model's own costs agree: float layers at 32 bits
+    quantize_model(model, quant)
+    assert model_costs(model, MACS)['bops'] == bops.budget()
+
+
+def test_weight_bytes_are_the_packed_codes():
+    """The budget's bytes are what the quantized checkpoint stores."""
+    from mmlapq.quant import Grid
+    from mmlapq.quant.int_weights import pack_codes
+    for bits in (2, 3, 4, 5, 8, 12):
+        for numel in (1, 7, 64):
+            codes = torch.zeros(numel, dtype=torch.int32)
+            packed = pack_codes(codes, Grid(bits, 'signed'))['data']
+            assert weight_bytes(numel, bits) == \
+                packed.numel() * packed.element_size()
+    assert weight_bytes(5, None) == 20

@@ -56,6 +56,15 @@ def test_chain_probes_equal_full_forward_probes(config):
     assert first_conv.input_quantizer is None  # reads its block's
     cached = measure_sensitivity(chain, model, candidates)
     fulls = measure_sensitivity(full, model, candidates)
+    # no step input kept (cache_bytes=0), or only the small late ones
+    for bound in (0, 40_000):
+        bounded = measure_sensitivity(chain, model, candidates,
+                                      cache_bytes=bound)
+        for name, tensors in cached.increase.items():
+            for tensor, by in tensors.items():
+                for bits, value in by.items():
+                    assert bounded.of(name, tensor, bits) == \
+                        pytest.approx(value, abs=1e-7)
     assert cached.base_loss == pytest.approx(fulls.base_loss, rel=1e-6)
     for name in PROBED[config]:
         for tensor in (WEIGHT, INPUT):
@@ -97,3 +106,58 @@ def test_an_unknown_layer_is_refused():
     model, chain, _ = base_model('resnet18_w4a4')
     with pytest.raises(ValueError, match='no quantized layer named'):
         measure_sensitivity(chain, model, {'backbone.nope': {WEIGHT: (2, )}})
+
+
+def test_cache_bytes_bounds_the_step_inputs_held():
+    """With cache_bytes=0 the sensitivity holds no step's output for the
+    whole calibration set: at any step, the earlier steps' outputs alive
+    are at most the batch in flight (counted through weak references);
+    with room for them, they are kept (and the probes run fewer steps)."""
+    import weakref
+    model, _, _ = base_model('resnet18_w4a4')
+    inputs = [torch.randn(2, 3, 32, 32, generator=torch.Generator()
+                          .manual_seed(i)) for i in range(8)]
+    labels = [torch.randint(0, 1000, (2, )) for _ in range(8)]
+    calib = CalibrationSet(inputs, labels)
+    steps = build_chain(model, inputs[0])
+    chain = CalibrationObjective(steps, calib, model=model, cache_bytes=0)
+    candidates = {'backbone.layer2.0.downsample.0': {WEIGHT: (4, )},
+                  'backbone.layer4.1.conv2': {INPUT: (4, )}}
+    outputs, peak = [], [0]
+
+    def alive_bytes():  # an in-place step returns its input: once
+        alive = {t.data_ptr(): t.numel() * t.element_size()
+                 for t in (ref() for ref in outputs) if t is not None}
+        return sum(alive.values())
+
+    def before(step, args):
+        peak[0] = max(peak[0], alive_bytes())
+
+    def after(step, args, out):
+        outputs.append(weakref.ref(out))
+
+    with torch.no_grad():
+        stem = steps[0](inputs[0])  # the largest step output
+    batch = stem.numel() * stem.element_size()
+    del stem
+    handles = [h for step in steps[:-1] for h in (
+        step.register_forward_pre_hook(before),
+        step.register_forward_hook(after))]
+    try:
+        none_kept = measure_sensitivity(chain, model, candidates,
+                                        cache_bytes=0)
+        bounded_peak = peak[0]
+        outputs.clear()
+        peak[0] = 0
+        all_kept = measure_sensitivity(chain, model, candidates,
+                                       cache_bytes=1 << 30)
+    finally:
+        for h in handles:
+            h.remove()
+    assert bounded_peak <= batch, (bounded_peak, batch)  # the one in flight
+    assert peak[0] > 4 * batch  # kept: a whole step's outputs
+    assert none_kept.steps_run > all_kept.steps_run
+    for name, tensors in candidates.items():
+        for tensor, widths in tensors.items():
+            assert none_kept.of(name, tensor, widths[0]) == pytest.approx(
+                all_kept.of(name, tensor, widths[0]), abs=1e-7)

@@ -96,6 +96,47 @@ def test_the_default_shortcut_is_held_at_8_bits():
     assert eight.layer2[0].input_quantizer.bits == 8
 
 
+@pytest.mark.parametrize('conv1_bits, down_bits, shortcut_bits', [
+    (8, 4, 8), (4, 8, None), (4, 8, 8), (8, 4, None)])
+def test_each_first_conv_runs_at_its_own_input_width(conv1_bits, down_bits,
+                                                      shortcut_bits):
+    """Mixed precision may give a block's two first convs different input
+    widths: each conv's input is on a grid of its own planned bits (the
+    narrower one requantizes the block's input), never its neighbour's."""
+    model = resnet18()
+    quantize_model(model, QuantSettings(shortcut_bits=shortcut_bits,
+                                        overrides={
+        'layer2.0.conv1': dict(a_bits=conv1_bits),
+        'layer2.0.downsample.0': dict(a_bits=down_bits)}))
+    block = model.layer2[0]
+    conv1, down = block.conv1, block.downsample[0]
+    assert conv1.input_grid_quantizer().bits == conv1_bits
+    assert down.input_grid_quantizer().bits == down_bits
+    # the block's quantizer is at least as wide as both convs
+    assert block.input_quantizer.bits == max(conv1_bits, down_bits,
+                                             shortcut_bits or 0)
+    narrow = conv1 if conv1_bits < down_bits else down
+    assert narrow.input_quantizer is not None
+    with_clips(model)
+    x = torch.randn(2, 64, 8, 8)
+    seen = {}
+    hook = down.register_forward_pre_hook(
+        lambda m, args: seen.setdefault('x', args[0]))
+    with torch.no_grad():
+        block(x)
+    hook.remove()
+    xq = block.input_quantizer(x)
+    want = down.input_quantizer(xq) if down.input_quantizer is not None \
+        else xq
+    step = down.input_grid_quantizer().grid.step(
+        float(down.input_grid_quantizer().alpha))
+    got = seen['x'] if down.input_quantizer is None else \
+        down.input_quantizer(seen['x'])
+    assert torch.equal(got, want)
+    levels = torch.unique(torch.round(got / step))
+    assert len(levels) <= 2 ** down_bits
+
+
 def quantize_model_fake_quant(model):
     plans = quantize_model(model, QuantSettings(target='fake_quant'))
     assert {p.type for p in plans} == {'Conv2d'}  # no pool, no residual
