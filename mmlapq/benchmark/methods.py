@@ -11,6 +11,16 @@ from ..registry import MODELS as LAPQ_MODELS
 
 # name -> (init overrides, search overrides, rounding overrides)
 _NEAREST = dict(method='nearest')
+
+
+def _reconstruction(drop_prob: float, learn_act_steps: bool = False,
+                    fisher: bool = False) -> dict:
+    """The block reconstruction's settings that a method's name fixes,
+    whatever the config says (QDrop's drops, learned steps, Fisher)."""
+    return dict(drop_prob=drop_prob, learn_act_steps=learn_act_steps,
+                fisher=fisher)
+
+
 METHODS = {
     'max': (dict(method='max'), dict(method='none'), _NEAREST),
     'l2': (dict(method='lp', p=2.0), dict(method='none'), _NEAREST),
@@ -42,41 +52,39 @@ METHODS = {
     # AdaRound (activations quantized in the block) and QDrop (dropped at
     # random with probability 0.5)
     'adaround': (dict(method='lp', p=None), dict(method='none'),
-                 dict(method='adaround', adaround=dict(drop_prob=0.0))),
+                 dict(method='adaround', adaround=_reconstruction(0.0))),
     'qdrop': (dict(method='lp', p=None), dict(method='none'),
-              dict(method='adaround', adaround=dict(drop_prob=0.5))),
+              dict(method='adaround', adaround=_reconstruction(0.5))),
     # LAPQ with block reconstruction (docs/reconstruction.md), the order
     # measured best: QDrop at the Lp init's clips, then the search over the
     # activation clips
     'lapq_qdrop': (dict(method='lp', p=None),
                    dict(method='powell', variables='activations'),
                    dict(method='adaround', order='before_search',
-                        adaround=dict(drop_prob=0.5))),
+                        adaround=_reconstruction(0.5))),
     # lapq_qdrop with every activation step learned in the blocks (LSQ)
     'lapq_qdrop_lsq': (dict(method='lp', p=None),
                        dict(method='powell', variables='activations'),
                        dict(method='adaround', order='before_search',
-                            adaround=dict(drop_prob=0.5,
-                                          learn_act_steps=True))),
+                            adaround=_reconstruction(0.5, True))),
     # lapq_qdrop_lsq with BRECQ's Fisher-weighted block loss
     'lapq_qdrop_lsq_fisher': (dict(method='lp', p=None),
                               dict(method='powell', variables='activations'),
                               dict(method='adaround', order='before_search',
-                                   adaround=dict(drop_prob=0.5,
-                                                 learn_act_steps=True,
-                                                 fisher=True))),
+                                   adaround=_reconstruction(0.5, True,
+                                                            True))),
     # the same after equalization
     'lapq_cle_qdrop': (dict(method='lp', p=None),
                        dict(method='powell', variables='activations'),
                        dict(method='adaround', order='before_search',
-                            adaround=dict(drop_prob=0.5))),
+                            adaround=_reconstruction(0.5))),
     # the other order: equalization, the search over every clip, QDrop at
     # its clips, a second search over the activation clips
     'lapq_cle_qdrop_between': (dict(method='lp', p=None),
                                dict(method='powell', variables='all'),
                                dict(method='adaround',
                                     order='between_searches',
-                                    adaround=dict(drop_prob=0.5))),
+                                    adaround=_reconstruction(0.5))),
 }
 # Mixed precision (lapq/mixed.py) at the BOPs of the row's uniform width,
 # then the config's own init, search and rounding (QDrop for the ResNet and
@@ -120,6 +128,10 @@ def make_quantizer(quantizer_cfg: dict, method: str, w_bits: int,
     cfg['init'] = dict(cfg.get('init', {}), **init)
     cfg['search'] = dict(cfg.get('search', {}), **search)
     cfg['rounding'] = _merged(cfg.get('rounding', {}), rounding)
+    if rounding and rounding.get('method') != 'adaround':
+        # a method that does not reconstruct carries none of the config's
+        # reconstruction settings (a ResNet config learns steps)
+        cfg['rounding'].pop('adaround', None)
     if max_evals is not None:
         cfg['search']['max_evals'] = max_evals
     if method in MIXED_METHODS:

@@ -3,7 +3,7 @@ and its own int8 quantizer (``quantize_static``, the user's alternative to
 mmlapq). Needs onnxruntime."""
 import os
 from contextlib import contextmanager
-from typing import Callable, Dict, Iterator, Optional
+from typing import Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 
@@ -81,9 +81,21 @@ def kernel_times_by_layer(path: str, x: np.ndarray, runs: int = 20,
             session.run(None, {name: x})
         with open(session.end_profiling()) as f:
             events = json.load(f)
+    return layer_times(events)
+
+
+def layer_times(events: List[dict]) -> Dict[str, float]:
+    """Milliseconds of each layer's kernel per run, the median over the
+    runs after the first (a warm-up), from onnxruntime's profile events:
+    the float ops just before a kernel count to it; those after a run's
+    last kernel count to none (each run starts afresh at its
+    ``model_run`` event)."""
     times: Dict[str, list] = {}
     pending = 0.0
     for event in events:
+        if event.get('cat') == 'Session' and event['name'] == 'model_run':
+            pending = 0.0  # the run ended: its trailing ops are nobody's
+            continue
         if event.get('cat') != 'Node' or \
                 not event['name'].endswith('_kernel_time'):
             continue

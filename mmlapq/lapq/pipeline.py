@@ -100,6 +100,11 @@ def run_lapq(objective: CalibrationObjective, init: InitSettings,
     learned = rounding.learned
     rounding_record = dict(method=rounding.method)
     log = log_every(logger, search.log_interval)
+    for setting in rounding.ignored():
+        log(f"{setting} does nothing under rounding.method="
+            f"'{rounding.method}': only the block reconstruction "
+            "(method='adaround') uses it", force=True)
+        rounding_record.setdefault('ignored', []).append(setting)
     seconds = OrderedDict()
     state = state or SearchStateFile(None, {})
     t = time.perf_counter()

@@ -52,7 +52,7 @@ from ..quant.control import (activation_quantizers, float_activations,
 from ..quant.grids import check_type
 from ..quant.lsq import LearnedStep
 from .interrupt import stop_requested
-from .objective import CalibrationObjective
+from .objective import CalibrationObjective, NonFiniteLossError
 
 _POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
           nn.AdaptiveMaxPool2d)
@@ -186,6 +186,28 @@ def reconstruct(objective: CalibrationObjective,
     fp_inputs = list(objective.calib.inputs)
     q_inputs = list(objective.calib.inputs)
     records = []
+    start_clips = objective.clips()
+    start_codes = {layer: layer.weight_codes for layers in
+                   objective.step_layers for layer in layers
+                   if getattr(layer, 'weight_quantizer', None) is not None}
+    try:
+        _reconstruct_blocks(objective, blocks, settings, generator,
+                            fp_inputs, q_inputs, records, log, broadcast)
+    except BaseException:
+        # The model as it was before (an error ends the run: a caller that
+        # catches it gets the model back, not half-learned blocks).
+        for layer, codes in start_codes.items():
+            layer.set_weight_codes(codes)
+        objective.set_clips(start_clips)
+        objective.clear_cache()
+        raise
+    objective.clear_cache()
+    return dict(blocks=records)
+
+
+def _reconstruct_blocks(objective, blocks, settings, generator, fp_inputs,
+                        q_inputs, records, log, broadcast) -> None:
+    steps = objective.steps
     for index, (start, end) in enumerate(blocks):
         t0 = time.perf_counter()
         block = _Block(steps[start:end]).eval()
@@ -239,8 +261,6 @@ def reconstruct(objective: CalibrationObjective,
         # The next block's inputs: the float block's outputs are its
         # targets, the quantized block's were just computed.
         fp_inputs, q_inputs = targets, q_outputs
-    objective.clear_cache()
-    return dict(blocks=records)
 
 
 def _error(outputs: List[torch.Tensor], targets: List[torch.Tensor]
@@ -324,6 +344,13 @@ def _optimise(block, layers, acts, learned_acts, fp_inputs, q_inputs,
                 if weight_all is not None:
                     squares = squares * weight_all[idx]
                 loss = squares.flatten(1).sum(1).mean()
+                if not bool(torch.isfinite(loss)):
+                    raise NonFiniteLossError(
+                        f'the block reconstruction\'s loss is {float(loss)} '
+                        f'at iteration {it}: lower rounding.adaround.lr '
+                        f'({settings.lr:g})' + (
+                            f' or adaround.act_lr ({settings.act_lr:g})'
+                            if learned else ''))
                 beta = beta_schedule(it, settings.iters, settings.warmup,
                                      (settings.beta_start, settings.beta_end))
                 if beta > 0:
@@ -332,12 +359,17 @@ def _optimise(block, layers, acts, learned_acts, fp_inputs, q_inputs,
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
+                for step in learned.values():
+                    step.bound()
     finally:
+        # Every hook and reference off first: nothing below may leave one.
         for h in hooks:
             h.remove()
-        for layer, soft in zip(layers, rounding):
+        for layer in layers:
             layer.set_soft_rounding(None)
-            layer.set_weight_codes(soft.hard_codes().to(layer.weight.dtype))
-        for q, step in learned.items():
+        for q in learned:
             q.set_learned_step(None)
-            q.set_alpha(step.alpha().detach())
+    for layer, soft in zip(layers, rounding):
+        layer.set_weight_codes(soft.hard_codes().to(layer.weight.dtype))
+    for q, step in learned.items():
+        q.set_alpha(step.alpha().detach())

@@ -3,7 +3,7 @@ execution order, each layer's Hessian from its (quantized) inputs with every
 layer before it already quantized and rounded."""
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 
@@ -51,6 +51,17 @@ class RoundingSettings:
                                  'must be a dict')
         self.gptq_settings = GPTQSettings(**self.gptq)
         self.adaround_settings = ReconstructionSettings(**self.adaround)
+
+    def ignored(self) -> List[str]:
+        """The block reconstruction's switches that are on although the
+        method does not reconstruct (a ResNet config's
+        ``learn_act_steps=True`` under ``--cfg-options
+        quantizer.rounding.method=nearest``): what a run says it ignores."""
+        if self.method == 'adaround':
+            return []
+        return [f'rounding.adaround.{key}=True'
+                for key in ('learn_act_steps', 'fisher')
+                if getattr(self.adaround_settings, key)]
 
     @property
     def learned(self) -> bool:

@@ -14,12 +14,17 @@ clip, 0 outside. The forward values are those of ``Grid.quantize``.
 
 The variable is the log of the clip's ratio to where it started, so that
 one learning rate moves every clip by the same relative amount whatever its
-scale. LSQ's gradient scale 1/sqrt(N qmax) balances step sizes under SGD;
+scale. It is kept within +-``MAX_LOG_RATIO`` (a clip between 1/20 and 20
+times its start) after every optimiser step (:meth:`LearnedStep.bound`),
+so that a too large learning rate cannot drive a clip to zero or infinity
+(a NaN loss). LSQ's gradient scale 1/sqrt(N qmax) balances step sizes under SGD;
 under Adam, which divides each gradient by its running magnitude, a
 constant factor cancels, so it is not applied.
 """
 import torch
 import torch.nn as nn
+
+MAX_LOG_RATIO = 3.0  # exp(3) = 20: far beyond what a reconstruction moves
 
 
 class LearnedStep(nn.Module):
@@ -48,6 +53,14 @@ class LearnedStep(nn.Module):
                              quantizer.alpha.detach().float().clone())
         self.log_ratio = nn.Parameter(torch.zeros((), device=self.alpha_start
                                                   .device))
+
+    @torch.no_grad()
+    def bound(self) -> None:
+        """Project the variable back into +-MAX_LOG_RATIO (after a step);
+        a non-finite one goes back to the start."""
+        u = self.log_ratio
+        u.copy_(torch.nan_to_num(u, nan=0.0).clamp(-MAX_LOG_RATIO,
+                                                  MAX_LOG_RATIO))
 
     def alpha(self) -> torch.Tensor:
         return self.alpha_start * torch.exp(self.log_ratio)

@@ -40,3 +40,23 @@ def test_node_names_give_module_paths():
                           'Conv_token_3_kernel_time') == \
         'backbone.layer1.0.conv1'
     assert module_of_node('/model/head/fc/Gemm_kernel_time') == 'head.fc'
+
+
+def test_a_runs_trailing_ops_do_not_count_to_the_next_run():
+    """Known answer on profile events of three runs: the float ops just
+    before a kernel count to it, the ops after a run's last kernel to
+    none, so every run's first kernel has its own time."""
+    from mmlapq.export.onnxruntime import layer_times
+
+    def node(name, op, dur):
+        return dict(cat='Node', name=f'/model/{name}/X_kernel_time',
+                    dur=dur, args=dict(op_name=op))
+
+    run = [node('conv1', 'QuantizeLinear', 5), node('conv1', 'QLinearConv',
+                                                    100),
+           node('fc', 'DequantizeLinear', 7), node('fc', 'QGemm', 20),
+           node('fc', 'Softmax', 1000),  # after the last kernel
+           dict(cat='Session', name='SequentialExecutor::Execute', dur=1),
+           dict(cat='Session', name='model_run', dur=2000)]
+    times = layer_times(run * 3)
+    assert times == {'conv1': 0.105, 'fc': 0.027}

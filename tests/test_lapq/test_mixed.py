@@ -99,6 +99,11 @@ def test_the_uniform_width_of_the_budget_is_a_candidate():
     (dict(budget=dict(latency=2.0)), 'needs its table'),
     (dict(budget=dict(bops=-1)), 'must be > 0'),
     (dict(budget=dict(bops_of='w4a4'), w_candidates=()), 'non-empty'),
+    (dict(budget=dict(bops_of='w4a4'), w_candidates=4),
+     r'mixed.w_candidates=4 must be a list of widths, e.g. '
+     r'w_candidates=\(2, 3, 4, 8\)'),
+    (dict(budget=dict(bops_of='w4a4'), a_candidates='48'),
+     "mixed.a_candidates='48' must be a list of widths"),
 ])
 def test_bad_settings_are_one_line_errors(mixed, message):
     from mmlapq.engine import LAPQError
@@ -182,3 +187,16 @@ def test_weight_bytes_are_the_packed_codes():
             assert weight_bytes(numel, bits) == \
                 packed.numel() * packed.element_size()
     assert weight_bytes(5, None) == 20
+
+
+@pytest.mark.parametrize('content', ['[1, 2]', '"w4a4"', '{"layers": [1]}',
+                                     '{"a": {"w4a4": "fast"}}', 'not json'])
+def test_a_latency_table_of_another_form_is_one_line(tmp_path, content):
+    table = tmp_path / 'latency.json'
+    table.write_text(content)
+    settings = MixedSettings(dict(latency=5.0, table=str(table)))
+    with pytest.raises(ValueError, match=f'latency table {table} is not') \
+            as info:
+        cost_model(toy(tmp_path), probe(), QuantSettings(), settings)
+    assert '\n' not in str(info.value)
+    assert 'tools/latency_table.py' in str(info.value)

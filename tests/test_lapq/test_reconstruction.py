@@ -412,3 +412,70 @@ def test_settings_are_checked():
         RoundingSettings('adaround', adaround=dict(act_lr=0.0))
     with pytest.raises(ValueError, match='learn_act_steps'):
         RoundingSettings('adaround', adaround=dict(learn_act_steps='yes'))
+
+
+def _attached(model):
+    """Learned steps or soft roundings still attached to the model."""
+    return [m for m in model.modules()
+            if m.__dict__.get('learned_step') is not None
+            or m.__dict__.get('soft_rounding') is not None]
+
+
+def test_a_huge_step_learning_rate_stays_bounded():
+    """act_lr=10 would drive a clip to 0 or infinity: the learned step's
+    log-ratio is kept within +-MAX_LOG_RATIO, so the clips stay finite and
+    positive, and nothing stays attached."""
+    from mmlapq.quant.lsq import MAX_LOG_RATIO
+    model, obj = small_block(bits=3, a_bits=4)
+    start = obj.clips()
+    reconstruct(obj, ReconstructionSettings(iters=60, act_lr=10.0,
+                                            learn_act_steps=True))
+    for name, alpha in obj.clips().items():
+        ratio = float((alpha / start[name]).max())
+        assert torch.isfinite(alpha).all() and (alpha > 0).all()
+        assert ratio <= float(torch.exp(torch.tensor(MAX_LOG_RATIO))) * \
+            (1 + 1e-5)
+    assert not _attached(model)
+
+
+def test_a_non_finite_loss_is_one_error_and_restores_the_model():
+    """A NaN in the block's loss (here: a NaN image) ends the
+    reconstruction with NonFiniteLossError, whose message names the
+    learning rates, and the model is as before it: clips, codes, nothing
+    attached."""
+    from mmlapq.lapq import NonFiniteLossError
+    model, obj = small_block(bits=3, a_bits=4)
+    obj.calib.inputs[1][0, 0, 0, 0] = float('nan')
+    clips = obj.clips()
+    with pytest.raises(NonFiniteLossError, match='act_lr') as info:
+        reconstruct(obj, ReconstructionSettings(iters=20,
+                                                learn_act_steps=True))
+    assert '\n' not in str(info.value)
+    assert all(torch.equal(clips[n], a) for n, a in obj.clips().items())
+    assert all(m.weight_codes is None for m in layers_of(model))
+    assert not _attached(model)
+
+
+@pytest.mark.parametrize('method', ['gptq', 'nearest'])
+def test_reconstruction_switches_under_another_method_are_reported(method,
+                                                                   caplog):
+    """learn_act_steps and fisher do nothing without the reconstruction: a
+    run that has them on under GPTQ or nearest rounding says so, in its
+    log and its record, and runs that method."""
+    import logging
+    model, obj = quantized_toy(bits=4)
+    rounding = RoundingSettings(method, adaround=dict(
+        learn_act_steps=True, fisher=True))
+    assert RoundingSettings('adaround', adaround=dict(
+        learn_act_steps=True)).ignored() == []
+    logger = logging.getLogger('test_ignored')
+    with caplog.at_level(logging.INFO, logger='test_ignored'):
+        result = run_lapq(obj, InitSettings(p=3.0),
+                          SearchSettings(method='none'), rounding=rounding,
+                          logger=logger)
+    assert result.rounding['ignored'] == [
+        'rounding.adaround.learn_act_steps=True',
+        'rounding.adaround.fisher=True']
+    said = [r.message for r in caplog.records if 'does nothing' in r.message]
+    assert len(said) == 2 and f"method='{method}'" in said[0]
+    assert 'reconstruction' not in result.rounding
