@@ -47,6 +47,8 @@ class TensorQuantizer(nn.Module):
 
     @property
     def initialized(self) -> bool:
+        if self.channel_axis is None:  # set_alpha checked it: no device sync
+            return self._alpha_float is not None
         return bool(torch.isfinite(self.alpha).all())
 
     def set_grid(self, grid: Grid) -> None:

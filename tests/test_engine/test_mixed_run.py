@@ -101,3 +101,88 @@ def test_a_budget_that_cannot_be_met_fails_before_any_work(tmp_path):
         quantize_from_config(cfg)
     assert '\n' not in str(info.value)
     assert not osp.exists(tmp_path / 'wd')
+
+
+# Residual models (random ImageNet weights at 32 px, test_chain's): a
+# ResNet-18 with downsample blocks and a user's override, a MobileNetV2.
+USER_OVERRIDE = {'backbone.layer2.0.conv2': dict(a_bits=8)}
+
+
+def quantize_mixed(config, overrides=None, **mixed):
+    from test_lapq.test_chain import random_imagenet_model
+    from mmlapq.lapq import CalibrationSet
+    from mmlapq.registry import MODELS as LAPQ_MODELS
+    model, inputs, labels = random_imagenet_model(config, 32)
+    quantizer = LAPQ_MODELS.build(dict(
+        type='mmlapq.LAPQQuantizer', overrides=dict(overrides or {}),
+        mixed=dict(dict(budget=dict(bops_of='w4a4'), check_pairs=6),
+                   **mixed),
+        init=dict(p=2.0), search=dict(method='none'),
+        rounding=dict(method='nearest'), calib=dict(holdout_images=0)))
+    quantizer.quantize(model, CalibrationSet(inputs, labels))
+    return model, quantizer, inputs[0]
+
+
+def assert_runs_as_reported(model, quantizer, probe):
+    """The widths each layer runs at are the allocation's, and the
+    report's used BOPs, measured on the model, fit the budget."""
+    from mmlapq.lapq.allocation import within_budget
+    from mmlapq.lapq.mixed import layer_macs, model_costs
+    from mmlapq.quant.running import running_widths
+    record = quantizer.state.mixed
+    widths = running_widths(model)
+    for row in record['layers']:
+        assert widths[row['name']] == (row['w_bits'], row['a_bits']), row
+    macs = {r['name']: r['macs'] for r in record['layers']}
+    assert macs == layer_macs(model, probe)
+    assert record['used'] == pytest.approx(model_costs(model, macs)['bops'],
+                                           rel=1e-12)
+    assert within_budget(record['used'], record['budget'])
+    return record, widths
+
+
+@pytest.mark.parametrize('config, overrides', [
+    ('resnet18_w4a4', USER_OVERRIDE), ('mobilenet-v2_w4a4', None)])
+def test_residual_models_run_what_the_report_says(config, overrides):
+    model, quantizer, probe = quantize_mixed(config, overrides)
+    record, widths = assert_runs_as_reported(model, quantizer, probe)
+    check = record['check']
+    assert len(check['pairs']) >= 3
+    assert -1.0 <= check['pair_spearman'] <= 1.0
+    if overrides:
+        # the user's input width stays, the allocation picks the weight's
+        row = next(r for r in record['layers']
+                   if r['name'] == 'backbone.layer2.0.conv2')
+        assert row['free_w'] and not row['free_a'] and row['a_bits'] == 8
+        assert widths['backbone.layer2.0.conv2'][1] == 8
+        # and stays the user's: the allocation is not written back
+        assert quantizer.quant.overrides == USER_OVERRIDE
+        saved = quantizer.settings()['quant']['overrides']
+        assert saved['backbone.layer2.0.conv2'] == dict(
+            a_bits=8, w_bits=row['w_bits'])
+
+
+def test_a_block_whose_first_convs_differ_runs_each_at_its_width(
+        monkeypatch):
+    """An allocation that gives a downsample block's conv1 8-bit inputs and
+    its downsample conv 4-bit ones (the integer program may choose it):
+    each runs at its own, and the budget counts what runs."""
+    import mmlapq.lapq.mixed.choose as choose
+    from mmlapq.lapq.allocation import Allocation
+    forced = {'backbone.layer2.0.conv1': (2, 8),
+              'backbone.layer2.0.downsample.0': (2, 4),
+              'backbone.layer3.0.conv1': (2, 4),
+              'backbone.layer3.0.downsample.0': (2, 8)}
+
+    def allocate(layers, budget):
+        choice = {l.name: forced.get(l.name, min(l.options, key=lambda o: (
+            l.cost[l.options.index(o)]))) for l in layers}
+        cost = sum(l.cost[l.options.index(choice[l.name])] for l in layers)
+        return Allocation(choice, 0.0, cost, budget)
+
+    monkeypatch.setattr(choose, 'allocate', allocate)
+    model, quantizer, probe = quantize_mixed(
+        'resnet18_w4a4', w_candidates=(2, 4), a_candidates=(4, 8))
+    _, widths = assert_runs_as_reported(model, quantizer, probe)
+    for name, (w, a) in forced.items():
+        assert widths[name] == (w, a)

@@ -65,9 +65,59 @@ def quantized(name: str, bits):
     x, labels = preprocessed_test_set(cfg, model, 232, batch_size=232)[0]
     calib = CalibrationSet.from_tensors(torch.from_numpy(x[200:]),
                                         torch.from_numpy(labels[200:]), 32)
-    quantizer.quantize(model, calib)
+    plans, _ = quantizer.quantize(model, calib)
     model = model.to(memory_format=torch.contiguous_format).eval()
+    _PLANS[id(model)] = plans
     return model, x[:200], labels[:200]
+
+
+_PLANS = {}
+
+
+def plans_of(model):
+    """The layer plans the model of :func:`quantized` was wrapped with."""
+    return _PLANS[id(model)]
+
+
+def onnx_layer_widths(path: str) -> dict:
+    """{layer: (weight bits, input bits)} as the ONNX graph computes them,
+    read off the graph alone: each Conv / Gemm's input is the output of
+    DequantizeLinear <- [Clip] <- QuantizeLinear, whose codes span
+    (Clip's max - min + 1) levels, or the UINT8 type's 256; its weight is
+    the dequantized integer initializer ``model.<layer>.weight_quantized``,
+    whose codes span at most 2^bits levels."""
+    import math
+    import onnx
+    from onnx import numpy_helper
+    graph = onnx.load(path).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+
+    def constant(name):
+        if name in inits:
+            return inits[name]
+        return numpy_helper.to_array(producer[name].attribute[0].t)
+
+    widths = {}
+    for node in graph.node:
+        if node.op_type not in ('Conv', 'Gemm'):
+            continue
+        weight = producer[node.input[1]].input[0]
+        layer = weight[len('model.'):-len('.weight_quantized')]
+        codes = inits[weight].astype(np.int64)
+        w_levels = int(codes.max() - codes.min() + 1)
+        dq = producer[node.input[0]]
+        assert dq.op_type == 'DequantizeLinear', (layer, dq.op_type)
+        before = producer[dq.input[0]]
+        levels = 256
+        if before.op_type == 'Clip':
+            levels = int(constant(before.input[2]) -
+                         constant(before.input[1]) + 1)
+            before = producer[before.input[0]]
+        assert before.op_type == 'QuantizeLinear', layer
+        widths[layer] = (max(1, math.ceil(math.log2(w_levels))),
+                         math.ceil(math.log2(levels)))
+    return widths
 
 
 @pytest.mark.parametrize('bits', [8, 4, MIXED])
@@ -84,6 +134,16 @@ def test_every_quantized_layer_runs_an_integer_kernel(tmp_path, name, bits,
     if bits == MIXED:
         assert {quant_layers(model)[n].weight_quantizer.bits
                 for n in weighted} == {2, 3, 4, 8}
+        # every layer's input in the graph is on a grid of its planned
+        # width (its own quantizer's or its block's), its weight within
+        # its planned width's levels
+        planned = {p.name: (p.w_bits, p.a_bits) for p in plans_of(model)}
+        in_graph = onnx_layer_widths(path)
+        assert set(in_graph) == set(weighted)
+        for layer in weighted:
+            w_bits, a_bits = planned[layer]
+            assert in_graph[layer][1] == a_bits, (layer, in_graph[layer])
+            assert in_graph[layer][0] <= w_bits, (layer, in_graph[layer])
     assert all(info['layers'][n]['weight'] == 'INT8' and
                info['layers'][n]['bias'] == 'INT32' for n in weighted)
     ops = optimized_ops(path, str(tmp_path))

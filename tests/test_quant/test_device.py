@@ -134,8 +134,10 @@ def test_learned_step_on_meta():
     from mmlapq.quant.qmodules import TensorQuantizer
     q = TensorQuantizer(Grid(4, 'unsigned'))
     q.set_alpha(2.0)
-    step = LearnedStep(q).to(META)
+    q.to(META)  # the quantizer is on the device before the step is made,
+    step = LearnedStep(q)  # as in the reconstruction: nothing is moved
     assert step.log_ratio.device == META
+    assert step.alpha_start.device == META
     x = meta(4, 8).requires_grad_()
     out = step(x)
     assert out.device == META
