@@ -133,8 +133,10 @@ def plot_sensitivity(mixed: Optional[dict], path: str) -> Optional[str]:
                           1e-4, float(np.nanmax(values)))))
     for i, name in enumerate(names):
         for j, (tensor, bits) in enumerate(columns):
-            key = 'w_bits' if tensor == 'weight' else 'a_bits'
-            if chosen.get(name, {}).get(key) == bits:
+            row = chosen.get(name, {})
+            # the candidate chosen (an int16-safe 8-bit weight runs at 7)
+            option = row.get('option', [row.get('w_bits'), row.get('a_bits')])
+            if option[0 if tensor == 'weight' else 1] == bits:
                 ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1,
                                            fill=False, ec='tab:blue', lw=1.5))
     ax.set_xticks(range(len(columns)))

@@ -84,7 +84,8 @@ def mixed_lines(mixed: Optional[dict]) -> List[str]:
     lines = [
         '## Mixed precision', '',
         f"Budget {mixed['kind']} {mixed['settings']['budget']}: "
-        f"{mixed['budget']:.6g} {mixed['unit']}; used {mixed['used']:.6g} "
+        f"{mixed['budget']:.6g} {mixed['unit']}; used {mixed['used']:.6g}, "
+        "measured on the quantized model's layers "
         f"(smallest possible {mixed['minimum']:.6g}; uniform: {uniform}).",
         '',
         f"Additive model: predicted calibration loss "
@@ -105,8 +106,9 @@ def mixed_lines(mixed: Optional[dict]) -> List[str]:
     for row in mixed['layers']:
         cells = [increase.get(row['name'], {}).get(t, {}).get(str(b))
                  for t, b in columns]
-        lines.append(f"| {row['name']} | {row['macs']} | W{row['w_bits']}"
-                     f"A{row['a_bits']} | " + ' | '.join(
+        lines.append(f"| {row['name']} | {row['macs']} | "
+                     f"W{row['w_bits'] or 'fp'}A{row['a_bits'] or 'fp'} | "
+                     + ' | '.join(
                          '-' if c is None else f'{c:.2e}' for c in cells)
                      + ' |')
     return lines + ['']

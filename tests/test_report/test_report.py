@@ -104,7 +104,8 @@ def test_mixed_precision_section_heatmap_and_pareto_plots(tmp_path):
         layers=[dict(name='conv', macs=10, w_bits=8, a_bits=4),
                 dict(name='fc', macs=2, w_bits=8, a_bits=8)])
     text = '\n'.join(mixed_lines(mixed))
-    assert 'used 990 (smallest possible 500' in text
+    assert ("used 990, measured on the quantized model's layers "
+            '(smallest possible 500') in text
     assert '| conv | 10 | W8A4 | 5.00e-01 | 0.00e+00 | 1.00e-02 |' in text
     assert '| fc | 2 | W8A8 | - | - | - | - |' in text
     assert mixed_lines(None) == []

@@ -108,6 +108,7 @@ def choose_widths(model: nn.Module, quant: QuantSettings,
         layers=[dict(name=c.name, macs=c.macs, params=c.params,
                      free_w=c.free_w, free_a=c.free_a,
                      w_bits=runs_at[c.name][0], a_bits=runs_at[c.name][1],
+                     option=list(allocation.choice[c.name]),
                      cost=costs.cost(c, allocation.choice[c.name]))
                 for c in costs.costs],
         sensitivity=sens.to_dict(), check=check,
