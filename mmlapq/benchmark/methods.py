@@ -86,7 +86,7 @@ METHODS = {
                                     order='between_searches',
                                     adaround=_reconstruction(0.5))),
 }
-# Mixed precision (lapq/mixed.py) at the BOPs of the row's uniform width,
+# Mixed precision (lapq/mixed/) at the BOPs of the row's uniform width,
 # then the config's own init, search and rounding (QDrop for the ResNet and
 # MobileNetV2 configs, GPTQ for VGG); the candidates are the config's
 # quantizer.mixed ones, or the defaults. 'config' is the same without

@@ -46,12 +46,16 @@ class Allocation:
     predicted_loss_increase: float
     cost: float
     budget: float
+    # 'milp', or 'cheapest': every layer at its cheapest option, where the
+    # budget is within the solver's tolerance of the smallest cost
+    solver: str = 'milp'
 
 
 # Costs in float (latency in ms, a mean width times a parameter count) sum
 # to slightly different values in different orders: a cost within this
 # relative tolerance of the budget meets it.
 BUDGET_RTOL = 1e-9
+_INFEASIBLE = 2  # scipy.optimize.milp's status of an infeasible problem
 
 
 def within_budget(cost: float, budget: float) -> bool:
@@ -90,20 +94,23 @@ def allocate(layers: Sequence[LayerOptions], budget: float) -> Allocation:
     # that tolerance is solved again under a slightly tighter bound; if
     # none is found there, the cheapest allocation (which fits) is taken.
     scale = budget if budget > 0 else 1.0
-    chosen = None
+    chosen, solver = None, 'milp'
     for slack in (0.0, 1e-6, 1e-5):
         result = milp(loss, integrality=np.ones_like(loss), bounds=(0, 1),
                       constraints=[LinearConstraint(one_each, 1, 1),
                                    LinearConstraint(cost[None] / scale,
                                                     -np.inf, 1.0 - slack)])
-        if not result.success:
+        if result.status == _INFEASIBLE:  # the tighter bound cut it off
             break
+        if not result.success:
+            raise ValueError(f'the integer program under the budget '
+                             f'{budget:.6g} failed: {result.message}')
         picked = np.round(result.x).astype(bool)
         if within_budget(float(cost[picked].sum()), budget):
             chosen = picked
             break
-    if chosen is None:
-        chosen = _cheapest(layers)
+    if chosen is None:  # a budget within the solver's tolerance of the
+        chosen, solver = _cheapest(layers), 'cheapest'  # smallest cost
     choice, start = {}, 0
     for layer in layers:
         picked = np.flatnonzero(chosen[start:start + len(layer.options)])
@@ -112,7 +119,7 @@ def allocate(layers: Sequence[LayerOptions], budget: float) -> Allocation:
     used = float(cost[chosen].sum())
     return Allocation(choice=choice,
                       predicted_loss_increase=float(loss[chosen].sum()),
-                      cost=used, budget=float(budget))
+                      cost=used, budget=float(budget), solver=solver)
 
 
 def _cheapest(layers: Sequence[LayerOptions]) -> np.ndarray:

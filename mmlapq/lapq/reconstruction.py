@@ -307,6 +307,20 @@ def output_sensitivity(rest: Sequence[nn.Module],
         [torch.ones_like(g) for g in squares]
 
 
+_FINITE_EVERY = 25  # reconstruction steps between looks at the loss
+
+
+def _check_finite(finite: torch.Tensor, it: int,
+                  settings: ReconstructionSettings, steps: bool) -> None:
+    """NonFiniteLossError (one line, naming the rates) when a block loss
+    so far was NaN or infinite."""
+    if not bool(finite):
+        raise NonFiniteLossError(
+            f'the block reconstruction\'s loss was not finite by iteration '
+            f'{it}: lower rounding.adaround.lr ({settings.lr:g})' +
+            (f' or adaround.act_lr ({settings.act_lr:g})' if steps else ''))
+
+
 def _optimise(block, layers, acts, learned_acts, fp_inputs, q_inputs,
               targets, weights, settings: ReconstructionSettings,
               generator) -> None:
@@ -314,20 +328,24 @@ def _optimise(block, layers, acts, learned_acts, fp_inputs, q_inputs,
     target_all = torch.cat(targets)
     weight_all = None if weights is None else torch.cat(weights)
     rounding = [SoftRounding(layer) for layer in layers]
-    for layer, soft in zip(layers, rounding):
-        soft.to(layer.weight.device)
-        layer.set_soft_rounding(soft)
-    groups = [dict(params=[soft.v for soft in rounding], lr=settings.lr)]
     learned = {q: LearnedStep(q) for q in learned_acts}
-    for q, step in learned.items():
-        q.set_learned_step(step)
-    if learned:
-        groups.append(dict(params=[s.log_ratio for s in learned.values()],
-                           lr=settings.act_lr))
-    optimiser = torch.optim.Adam(groups)
-    hooks = _ste_hooks(acts, settings.drop_prob, generator)
+    hooks = []
     n = q_all.shape[0]
     try:
+        for layer, soft in zip(layers, rounding):
+            soft.to(layer.weight.device)
+            layer.set_soft_rounding(soft)
+        for q, step in learned.items():
+            q.set_learned_step(step)
+        groups = [dict(params=[soft.v for soft in rounding], lr=settings.lr)]
+        if learned:
+            groups.append(dict(params=[s.log_ratio for s in learned.values()],
+                               lr=settings.act_lr))
+        optimiser = torch.optim.Adam(groups)
+        hooks = _ste_hooks(acts, settings.drop_prob, generator)
+        # Whether every loss so far was finite, kept on the device and
+        # looked at every _FINITE_EVERY steps (a look is a device sync).
+        finite = torch.ones((), dtype=torch.bool, device=q_all.device)
         with torch.enable_grad():
             for it in range(settings.iters):
                 if stop_requested():
@@ -344,13 +362,9 @@ def _optimise(block, layers, acts, learned_acts, fp_inputs, q_inputs,
                 if weight_all is not None:
                     squares = squares * weight_all[idx]
                 loss = squares.flatten(1).sum(1).mean()
-                if not bool(torch.isfinite(loss)):
-                    raise NonFiniteLossError(
-                        f'the block reconstruction\'s loss is {float(loss)} '
-                        f'at iteration {it}: lower rounding.adaround.lr '
-                        f'({settings.lr:g})' + (
-                            f' or adaround.act_lr ({settings.act_lr:g})'
-                            if learned else ''))
+                finite &= torch.isfinite(loss.detach())
+                if it % _FINITE_EVERY == 0:
+                    _check_finite(finite, it, settings, bool(learned))
                 beta = beta_schedule(it, settings.iters, settings.warmup,
                                      (settings.beta_start, settings.beta_end))
                 if beta > 0:
@@ -361,6 +375,7 @@ def _optimise(block, layers, acts, learned_acts, fp_inputs, q_inputs,
                 optimiser.step()
                 for step in learned.values():
                     step.bound()
+        _check_finite(finite, settings.iters, settings, bool(learned))
     finally:
         # Every hook and reference off first: nothing below may leave one.
         for h in hooks:

@@ -59,9 +59,14 @@ class RoundingSettings:
         quantizer.rounding.method=nearest``): what a run says it ignores."""
         if self.method == 'adaround':
             return []
-        return [f'rounding.adaround.{key}=True'
-                for key in ('learn_act_steps', 'fisher')
-                if getattr(self.adaround_settings, key)]
+        settings = self.adaround_settings
+        switches = [f'rounding.adaround.{key}=True'
+                    for key in ('learn_act_steps', 'fisher')
+                    if getattr(settings, key)]
+        if settings.drop_prob > 0:
+            switches.append('rounding.adaround.drop_prob='
+                            f'{settings.drop_prob:g}')
+        return switches
 
     @property
     def learned(self) -> bool:

@@ -153,7 +153,7 @@ def measure_sensitivity(objective: CalibrationObjective, model: nn.Module,
         hists = {name: AbsHistogram(hist_bins) for name in names
                  if candidates[name].get(INPUT)}
         outputs = None
-        if names or cache_bytes > 0:
+        if hists or cache_bytes > 0:  # histograms, or an input to keep
             with _observing_inputs({layers[n]: hists[n] for n in hists}):
                 outputs = _run_keeping(steps[kept_at:i + 1], kept,
                                        cache_bytes, every_batch=bool(hists))

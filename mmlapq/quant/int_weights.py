@@ -61,29 +61,38 @@ def layer_weight_codes(layer: nn.Module) -> torch.Tensor:
 _INT16_SHIFT = 1 << 15
 
 
+def storage(bits: int) -> str:
+    """How codes of ``bits`` are stored: 'nibbles' (two per byte, 4 bits
+    and below), 'uint8' (up to 8) or 'int16' (up to 16). The one home of
+    the packing rule: the checkpoint and the size budget both read it."""
+    if bits <= 4:
+        return 'nibbles'
+    return 'uint8' if bits <= 8 else 'int16'
+
+
 def packed_bytes(numel: int, bits: int) -> int:
     """Bytes that :func:`pack_codes` stores ``numel`` codes of ``bits``
-    in: two per byte at 4 bits and below, one up to 8, two up to 16."""
-    if bits <= 4:
-        return (numel + 1) // 2
-    return numel if bits <= 8 else 2 * numel
+    in."""
+    return {'nibbles': (numel + 1) // 2, 'uint8': numel,
+            'int16': 2 * numel}[storage(bits)]
 
 
 def pack_codes(codes: torch.Tensor, grid: Grid) -> Dict[str, object]:
-    """Codes as compact bytes: offset to 0..2^bits-1, then two per byte at 4
-    bits and below (low nibble first), one uint8 up to 8 bits, one int16
-    (shifted by -2^15) up to 16."""
+    """Codes as compact bytes (:func:`storage`): offset to 0..2^bits-1,
+    then two per byte (low nibble first), one uint8, or one int16 (shifted
+    by -2^15)."""
     low, high = code_range(grid)
     flat = codes.flatten().to(torch.int32)
     if flat.numel() and (int(flat.min()) < low or int(flat.max()) > high):
         raise ValueError(f'codes outside {low}..{high} cannot be stored on '
                          f'a {grid.bits}-bit {grid.kind} grid')
     flat = flat - low
-    if grid.bits > 8:
+    kind = storage(grid.bits)
+    if kind == 'int16':
         data = (flat - _INT16_SHIFT).to(torch.int16)
     else:
         data = flat.to(torch.uint8)
-        if grid.bits <= 4:
+        if kind == 'nibbles':
             if data.numel() % 2:
                 data = torch.cat([data, data.new_zeros(1)])
             data = data[0::2] | (data[1::2] << 4)
@@ -97,9 +106,10 @@ def unpack_codes(packed: Dict[str, object]) -> torch.Tensor:
     numel = 1
     for size in shape:
         numel *= int(size)
-    if bits > 8:
+    kind = storage(bits)
+    if kind == 'int16':
         flat = data.to(torch.int32) + _INT16_SHIFT
-    elif bits <= 4:
+    elif kind == 'nibbles':
         flat = torch.stack([data & 0xF, data >> 4],
                            dim=1).flatten()[:numel].to(torch.int32)
     else:

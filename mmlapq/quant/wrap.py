@@ -64,11 +64,12 @@ class QuantSettings:
     act_quant: str = 'layer_inputs'
     preset: Optional[str] = None
     target: str = 'integer'
-    # The integer target's residual adds (at least these bits; None: the
-    # bits of the block's first conv input): their operands, which
+    # The integer target's residual adds (at least these bits): their
+    # operands (None: the bits of the block's first conv input), which
     # integer runtimes hold in 8-bit types whatever a_bits, and the
-    # identity shortcut, which the block's first conv then requantizes to
-    # its own bits (docs/deployment.md).
+    # identity shortcut (None: the widest first conv's input bits), which
+    # a narrower first conv then requantizes to its own bits
+    # (docs/deployment.md).
     add_bits: Optional[int] = 8
     shortcut_bits: Optional[int] = 8
     # Cross-layer equalization before wrapping (quant/equalize.py): False,

@@ -14,8 +14,9 @@ from toy_runner import toy_config
 
 import mmlapq  # noqa: F401
 from mmlapq.engine import LAPQError
-from mmlapq.engine.run_state import unwrap
+from mmlapq.engine.run_state import quantizer_of, unwrap
 from mmlapq.quant import quant_layers
+from mmlapq.quant.running import running_widths
 
 MIXED = dict(budget=dict(bops_of='w3a3'), w_candidates=[2, 3, 4, 8],
              a_candidates=[4, 8], check_pairs=4)
@@ -115,9 +116,10 @@ def quantize_mixed(config, overrides=None, **mixed):
     model, inputs, labels = random_imagenet_model(config, 32)
     quantizer = LAPQ_MODELS.build(dict(
         type='mmlapq.LAPQQuantizer', overrides=dict(overrides or {}),
-        mixed=dict(dict(budget=dict(bops_of='w4a4'), check_pairs=6),
-                   **mixed),
-        init=dict(p=2.0), search=dict(method='none'),
+        mixed=dict(dict(budget=dict(bops_of='w4a4'), check_pairs=6,
+                        w_candidates=(2, 4), a_candidates=(4, 8)), **mixed),
+        init=dict(method='max', mode='independent'),
+        search=dict(method='none'),
         rounding=dict(method='nearest'), calib=dict(holdout_images=0)))
     quantizer.quantize(model, CalibrationSet(inputs, labels))
     return model, quantizer, inputs[0]
@@ -186,3 +188,27 @@ def test_a_block_whose_first_convs_differ_runs_each_at_its_width(
     _, widths = assert_runs_as_reported(model, quantizer, probe)
     for name, (w, a) in forced.items():
         assert widths[name] == (w, a)
+
+
+def test_int16_safe_weights_with_a_fixed_8_bit_weight(tmp_path):
+    """int16_safe_weights puts 8-bit weights of 8-bit-input layers at 7
+    bits: a user's fixed 8-bit weight whose input width the allocation
+    chooses runs at 8 bits with a narrower input and at 7 with an 8-bit
+    one, and the allocation counts what runs either way."""
+    cfg = mixed_config(str(tmp_path), budget=dict(bops_of='w4a4'),
+                       a_candidates=[4])
+    cfg.quantizer.update(int16_safe_weights=True, a_bits=8, overrides={
+        'backbone.layers.5': dict(w_bits=8)})
+    runner, _ = run(cfg)
+    quantizer = quantizer_of(runner)
+    record = quantizer.state.mixed
+    row = next(r for r in record['layers']
+               if r['name'] == 'backbone.layers.5')
+    assert row['free_a'] and not row['free_w']
+    assert (row['w_bits'], row['a_bits']) == (8, 4)
+    # the first layer (8-bit by first_last) runs at 7 bits
+    assert record['layers'][0]['w_bits'] == 7
+    widths = running_widths(unwrap(runner.model))
+    for r in record['layers']:
+        assert widths[r['name']] == (r['w_bits'], r['a_bits'])
+    assert record['used'] <= record['budget']

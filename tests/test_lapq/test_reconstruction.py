@@ -467,16 +467,23 @@ def test_a_huge_step_learning_rate_stays_bounded():
 
 
 def test_a_non_finite_loss_is_one_error_and_restores_the_model():
-    """A NaN in the block's loss (here: a NaN image) ends the
-    reconstruction with NonFiniteLossError, whose message names the
-    learning rates, and the model is as before it: clips, codes, nothing
+    """A NaN in a later block's loss (here its last step turns NaN while
+    it is optimised) ends the reconstruction with NonFiniteLossError,
+    whose message names the learning rates, and the model is as before
+    it: the earlier blocks' learned codes and clips undone too, nothing
     attached."""
     from mmlapq.lapq import NonFiniteLossError
-    model, obj = small_block(bits=3, a_bits=4)
-    obj.calib.inputs[1][0, 0, 0, 0] = float('nan')
+    model, obj = quantized_toy(bits=3)
+    ClipInitializer(obj, InitSettings(p=3.0))()
+    blocks = reconstruction_blocks(obj.steps)
+    assert len(blocks) >= 3
     clips = obj.clips()
+    last = obj.steps[blocks[2][1] - 1]
+    last.register_forward_hook(
+        lambda m, args, out: out * float('nan')
+        if torch.is_grad_enabled() else out)
     with pytest.raises(NonFiniteLossError, match='act_lr') as info:
-        reconstruct(obj, ReconstructionSettings(iters=20,
+        reconstruct(obj, ReconstructionSettings(iters=30,
                                                 learn_act_steps=True))
     assert '\n' not in str(info.value)
     assert all(torch.equal(clips[n], a) for n, a in obj.clips().items())

@@ -100,6 +100,7 @@ def choose_widths(model: nn.Module, quant: QuantSettings,
     record = dict(
         settings=settings.to_dict(), kind=settings.kind, unit=costs.unit(),
         budget=budget, used=allocation.cost, allocated=allocation.cost,
+        solver=allocation.solver,
         minimum=costs.minimum(),
         predicted_loss_increase=allocation.predicted_loss_increase,
         uniform={f'w{w}a{a}': costs.uniform_total((w, a))

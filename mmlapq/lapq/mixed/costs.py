@@ -64,19 +64,22 @@ class LayerCost:
 def layer_costs(model: nn.Module, probe: torch.Tensor, quant: QuantSettings,
                 free_first_last: bool = False) -> List[LayerCost]:
     """Every Conv2d / Linear layer the forward calls (module order) with
-    its MACs, parameters, planned widths (None: float) and which widths
+    its MACs, parameters, planned widths (None: float; before the
+    int16-safe rule, which ``CostModel.runs_at`` applies) and which widths
     are free: a width is free when it follows the uniform width (planned
     at 2 and at 3 bits), so the first/last policy, the user's overrides
     and the layers left float keep theirs."""
     if quant.act_quant != 'layer_inputs':
         raise ValueError("mixed precision needs act_quant='layer_inputs' "
                          "(the budget counts each layer's input bits)")
-    edges = 'same' if free_first_last else quant.first_last
+    # Planned widths as configured: the int16-safe rule depends on the
+    # input width the allocation chooses, so CostModel.runs_at applies it.
+    planned = replace(quant, int16_safe_weights=False,
+                      first_last='same' if free_first_last
+                      else quant.first_last)
     at = {b: {p.name: p for p in plan_layers(
-        model, replace(quant, w_bits=b, a_bits=b, first_last=edges))}
-        for b in (2, 3)}
-    configured = {p.name: p for p in plan_layers(
-        model, replace(quant, first_last=edges))}
+        model, replace(planned, w_bits=b, a_bits=b))} for b in (2, 3)}
+    configured = {p.name: p for p in plan_layers(model, planned)}
     macs = layer_macs(model, probe)
     costs = []
     for name, module in model.named_modules():
@@ -113,7 +116,8 @@ class CostModel:
                 raise ValueError(
                     f"latency table {settings.budget['table']} was measured "
                     f'on another model (layers differ, e.g. {odd[0]}): '
-                    'write it for this config with tools/latency_table.py')
+                    'write it again for this config with '
+                    'tools/latency_table.py')
 
     def options(self, cost: LayerCost) -> List[Widths]:
         ws = self.settings.w_candidates if cost.free_w else (cost.w_bits, )
@@ -132,8 +136,9 @@ class CostModel:
             if key not in row:
                 raise ValueError(
                     f"latency table {self.settings.budget['table']} has no "
-                    f'{key} entry for {layer.name}: measure every candidate '
-                    'width with tools/latency_table.py')
+                    f'{key} entry for {layer.name}: write it again with '
+                    'tools/latency_table.py, with every candidate width '
+                    "and this config's settings")
             return float(row[key])
         if self.kind in ('bops', 'bops_of'):
             return option_bops(layer.macs, (w, a))
