@@ -6,6 +6,8 @@
         [--bits w8a8 w4a8 w4a4 w3a3 w2a4] [--seeds N] [--out DIR] [--quick]
     # speed: one loss evaluation vs. one FP32 forward of the calibration set
     python tools/benchmark.py [CONFIG] --speed
+    # the markdown table and Pareto plots again, from DIR/benchmark.json
+    python tools/benchmark.py --render DIR [--plot-format svg]
 
 CONFIG defaults to the Fashion-MNIST W4A4 config. --seeds N runs every method
 with N calibration draws (seeds 0..N-1) and reports mean +- std over them.
@@ -54,6 +56,9 @@ def parse_args(argv=None):
                    help='format of the plots in OUT/plots (svg for docs/)')
     p.add_argument('--no-surface', action='store_true',
                    help='skip the 2-D loss surface plot')
+    p.add_argument('--render', metavar='DIR', help='write DIR/benchmark.md'
+                   ' and the Pareto plots again from DIR/benchmark.json '
+                   '(runs nothing)')
     p.add_argument('--cfg-options', nargs='+', action=DictAction,
                    help='override config keys, e.g. quantizer.w_bits=3')
     return p.parse_args(argv)
@@ -65,6 +70,14 @@ def main(argv=None) -> int:
     from mmlapq.benchmark.suite import BenchmarkOptions, run_benchmark
     from mmlapq.engine.config import load_config
     args = parse_args(argv)
+    if args.render:
+        from mmlapq.benchmark.suite import write_tables
+        try:
+            print(write_tables(args.render, args.plot_format))
+        except LAPQError as exc:
+            print(f'error: {exc}', file=sys.stderr)
+            return 1
+        return 0
     if args.seeds is not None and args.seeds < 1:
         print(f'error: --seeds {args.seeds}: use at least 1', file=sys.stderr)
         return 1

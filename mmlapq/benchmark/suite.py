@@ -283,15 +283,32 @@ def run_benchmark(cfg, opts: BenchmarkOptions) -> dict:
     summary = seed_summary(rows) if len(records) > 1 else None
     dump_json(dict(header, rows=rows, summary=summary, surfaces=surfaces),
               osp.join(opts.out, 'benchmark.json'))
-    table = benchmark_markdown(rows, header, summary)
-    write_text(osp.join(opts.out, 'benchmark.md'), table)
-    if any(r['method'] in MIXED_METHODS for r in rows):
-        for cost in ('bops', 'weight_bytes'):
-            plot_pareto(rows, osp.join(opts.out, 'plots',
-                                       f'pareto_{cost}.{opts.plot_format}'),
-                        cost, osp.basename(opts.config))
+    table = write_tables(opts.out, opts.plot_format)
     return dict(text=table,
                 problems=quick_gate(rows) if opts.kind == 'quick' else [])
+
+
+def write_tables(out: str, plot_format: str = 'png') -> str:
+    """``out/benchmark.md`` and, with mixed-precision rows, the Pareto
+    plots in ``out/plots``, from the run stored in ``out/benchmark.json``
+    (``tools/benchmark.py --render OUT`` redoes them without running
+    anything). Returns the markdown."""
+    import json
+    path = osp.join(out, 'benchmark.json')
+    if not osp.isfile(path):
+        raise LAPQError(f'{path} does not exist: pass the --out folder of '
+                        'a benchmark run')
+    with open(path) as f:
+        stored = json.load(f)
+    rows = stored['rows']
+    table = benchmark_markdown(rows, stored, stored.get('summary'))
+    write_text(osp.join(out, 'benchmark.md'), table)
+    if any(r['method'] in MIXED_METHODS for r in rows):
+        for cost in ('bops', 'weight_bytes'):
+            plot_pareto(rows, osp.join(out, 'plots',
+                                       f'pareto_{cost}.{plot_format}'),
+                        cost, osp.basename(stored['config']))
+    return table
 
 
 def _speed(cfg, model, calib, opts: BenchmarkOptions, logger) -> dict:

@@ -73,13 +73,18 @@ def benchmark_markdown(rows: List[dict], header: dict,
         lines += ['', 'Each draw:', '']
     seed_column = summary is not None
     lines += ['| W/A | method | ' + ('seed | ' if seed_column else '') +
-              'top-1 | top-5 | calib loss | p | evals | seconds |',
+              'top-1 | top-5 | calib loss | p | evals | seconds | BOPs | '
+              'weight bytes |',
               '|---|---|' + ('---|' if seed_column else '') +
-              '---|---|---|---|---|---|']
+              '---|---|---|---|---|---|---|---|']
     for r in rows:
         seed = f"{r.get('seed')} | " if seed_column else ''
+        # measured on the quantized model (lapq/mixed/running.py)
+        bops = '-' if r.get('bops') is None else f"{r['bops']:.6g}"
+        size = '-' if r.get('weight_bytes') is None else \
+            f"{r['weight_bytes']:.0f}"
         lines.append(f"| {_wa(r)} | {r['method']} | {seed}{_fmt(r['top1'])} "
                      f"| {_fmt(r.get('top5'))} | {_fmt(r['calib_loss'], 4)} "
                      f"| {_fmt(r.get('p'))} | {r['func_evals']} | "
-                     f"{r['seconds']:.1f} |")
+                     f"{r['seconds']:.1f} | {bops} | {size} |")
     return '\n'.join(lines) + '\n'

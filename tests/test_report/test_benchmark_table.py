@@ -27,6 +27,7 @@ def test_mean_and_sample_std_by_hand():
 
 def test_markdown_gives_mean_and_std_then_every_draw():
     rows = [row('lapq', 0, 93.0, 0.13), row('lapq', 1, 93.4, 0.15)]
+    rows[1].update(bops=1.0923e8, weight_bytes=1133664.0)
     env = dict(device='cpu', torch='2', mmcls='1', mmengine='0',
                mmlapq='0', date='today')
     text = benchmark_markdown(rows, dict(config='c.py', checkpoint='w.pth',
@@ -36,4 +37,6 @@ def test_markdown_gives_mean_and_std_then_every_draw():
     assert '| W4A4 | lapq | 93.20 +- 0.28 | 0.1400 +- 0.0141 | 15.0 |' \
         in text
     assert '| W4A4 | lapq | 1 | 93.40 |' in text
+    assert '| 20.0 | 1.0923e+08 | 1133664 |' in text  # BOPs, weight bytes
+    assert '| 10.0 | - | - |' in text  # a row without them
     assert math.isclose(0.28, math.sqrt(0.08), abs_tol=0.005)
