@@ -22,6 +22,7 @@ from .grids import Grid, check_bits, check_choice, check_type
 from .qmodules import (ACT_TYPES, POOL_TYPES, QUANT_LAYER_TYPES, QuantAct,
                        QuantConv2d, QuantLinear, has_same_padding,
                        quantize_module_input)
+from .attention import quantize_attention_matmuls
 from .residual import quantize_residual_adds
 
 FLOAT_TYPES = {'Conv2d': nn.Conv2d, 'Linear': nn.Linear}
@@ -75,6 +76,11 @@ class QuantSettings:
     # Cross-layer equalization before wrapping (quant/equalize.py): False,
     # True (defaults) or a dict of EqualizeSettings fields.
     equalize: Union[bool, dict] = False
+    # The attention products of mmcls's / mmpretrain's MultiheadAttention
+    # on quantized operands (quant/attention.py): q, k and v at a_bits, the
+    # softmax output at softmax_bits (None: a_bits). False: float products.
+    attention_matmuls: bool = True
+    softmax_bits: Optional[int] = None
     # 8-bit weights of layers with 8-bit inputs take 7 bits (codes
     # -63..63): x86 CPUs without VNNI add pairs of u8 x s8 products in a
     # saturating int16 (255 x 127 x 2 > 32767), so their int8 kernels
@@ -82,7 +88,8 @@ class QuantSettings:
     int16_safe_weights: bool = False
 
     def __post_init__(self):
-        for key in ('w_per_channel', 'fold_bn', 'int16_safe_weights'):
+        for key in ('w_per_channel', 'fold_bn', 'int16_safe_weights',
+                    'attention_matmuls'):
             check_type(key, getattr(self, key), bool)
         if self.preset is not None:
             if self.preset not in PRESETS:
@@ -105,7 +112,7 @@ class QuantSettings:
                      BIAS_CORRECTIONS)
         check_choice('act_quant', self.act_quant, ACT_QUANT_PLACES)
         check_choice('target', self.target, TARGETS)
-        for key in ('add_bits', 'shortcut_bits'):
+        for key in ('add_bits', 'shortcut_bits', 'softmax_bits'):
             if getattr(self, key) is not None:
                 check_bits(getattr(self, key), key)
         if self.a_signed not in ('auto', True, False):
@@ -363,12 +370,19 @@ def quantize_model(model: nn.Module, settings: QuantSettings
             weight_mean_correction=settings.bias_correction == 'mean',
             int_bias=settings.target == 'integer')
         model.set_submodule(plan.name, qlayer)
+    added = []
+    if settings.act_quant == 'layer_inputs' and settings.attention_matmuls:
+        added += [LayerPlan(name, kind, None, bits)
+                  for name, kind, bits in quantize_attention_matmuls(
+                      model, settings.a_bits, settings.softmax_bits, a_kind)]
     if settings.target == 'integer' and settings.act_quant == 'layer_inputs':
-        added = [LayerPlan(name, kind, None, bits)
-                 for name, kind, bits in quantize_residual_adds(
-                     model, settings.add_bits, settings.shortcut_bits)]
+        added += [LayerPlan(name, kind, None, bits)
+                  for name, kind, bits in quantize_residual_adds(
+                      model, settings.add_bits, settings.shortcut_bits)]
+    if added:
         order = {n: i for i, (n, _) in enumerate(model.named_modules())}
         plans = sorted(plans + added, key=lambda p: order[p.name])
+    if settings.target == 'integer' and settings.act_quant == 'layer_inputs':
         _full_range_signed_activations(model)
     return plans
 
