@@ -22,6 +22,8 @@ from ..quant.wrap import merge_overrides
 from ..registry import MODELS
 from ..quant.bn_fold import fold_batch_norms
 from ..quant.equalize import equalize
+from ..quant.attention import float_attention
+from ..quant.layernorm import reparameterize_layernorms
 from ..lapq.chain import build_chain, classifier_logits
 from ..lapq.mixed import (MixedSettings, check_running, choose_widths,
                           cost_model)
@@ -184,26 +186,48 @@ class LAPQQuantizer:
                                allow_tf32=self.allow_tf32,
                                channels_last=self.channels_last))
 
-    def equalize(self, model: nn.Module, probe: torch.Tensor,
+    def equalize(self, model: nn.Module, calib: CalibrationSet,
                  logger: Optional[logging.Logger] = None) -> None:
-        """Cross-layer equalization of the float model (BN folded first)
-        when ``quantizer.equalize`` asks for it; the record goes to
-        ``state.equalization``."""
+        """Cross-layer equalization of the float model (BN folded first,
+        on the first calibration batch) when ``quantizer.equalize`` asks
+        for it, and the LayerNorm reparameterization (on every calibration
+        batch) when ``quantizer.layernorm_reparam`` does; the records go to
+        ``state.equalization`` and ``state.layernorms``."""
         settings = self.quant.equalize_settings
-        if settings is None:
-            return
-        fold_batch_norms(model)
-        model.eval()
-        record = equalize(model, lambda: classifier_logits(model, probe),
-                          settings)
-        self.state.equalization = record
-        if logger:
-            logger.info(f"equalized {len(record['pairs'])} conv pairs of "
-                        f"{record['candidates']} candidates in "
-                        f"{record['sweeps']} sweeps (largest last |log s| "
-                        f"{record['max_log_scale']:.2g}); ReLU6 replaced by "
-                        f"ReLU: {len(record['relu6_replaced'])}; biases "
-                        f"absorbed: {record['biases_absorbed']}")
+        probe = calib.inputs[0]
+        if settings is not None:
+            fold_batch_norms(model)
+            model.eval()
+            record = equalize(model,
+                              lambda: classifier_logits(model, probe),
+                              settings)
+            self.state.equalization = record
+            if logger:
+                logger.info(
+                    f"equalized {len(record['pairs'])} conv pairs of "
+                    f"{record['candidates']} candidates in "
+                    f"{record['sweeps']} sweeps (largest last |log s| "
+                    f"{record['max_log_scale']:.2g}); ReLU6 replaced by "
+                    f"ReLU: {len(record['relu6_replaced'])}; biases "
+                    f"absorbed: {record['biases_absorbed']}")
+        settings = self.quant.layernorm_settings
+        if settings is not None:
+            model.eval()
+            try:
+                record = reparameterize_layernorms(
+                    model, lambda: [classifier_logits(model, x)
+                                    for x in calib.inputs], settings)
+            except ValueError as exc:
+                raise LAPQError(str(exc)) from None
+            self.state.layernorms = record
+            if logger:
+                spreads = [r['spread_before'] for r in record['layernorms']]
+                logger.info(
+                    f"LayerNorm reparameterization (alpha {settings.alpha:g})"
+                    f": {len(spreads)} LayerNorms, widest to narrowest "
+                    f"channel range up to {max(spreads, default=0):.3g} "
+                    'before; output changed by '
+                    f"{record['max_output_change']:.2g} of its largest")
 
     def check_mixed(self, model: nn.Module, probe: torch.Tensor) -> None:
         """A budget that cannot be met, or a latency table of another
@@ -262,7 +286,7 @@ class LAPQQuantizer:
         model.eval()
         self.prepare(model, calib.inputs[0])
         calib = self.prepare_calibration(calib)
-        self.equalize(model, calib.inputs[0], logger)
+        self.equalize(model, calib, logger)
         if self.mixed is not None:
             with tf32_mode(self.allow_tf32):
                 self.choose_widths(model, calib, logger, reduce_fn,
@@ -275,6 +299,11 @@ class LAPQQuantizer:
             except ValueError as exc:
                 raise LAPQError(str(exc)) from None
         steps = build_chain(model, calib.inputs[0], logger)
+        left_float = float_attention(model)
+        if logger and left_float:
+            logger.info('attention products left in floating point in '
+                        f"{', '.join(left_float)}: mmlapq quantizes those of "
+                        "mmcls's and mmpretrain's MultiheadAttention")
         if logger:
             logger.info(f'{len(plans)} layers quantized, '
                         f'{sum(1 for _ in quantizers(model))} clips to '

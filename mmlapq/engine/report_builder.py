@@ -46,6 +46,7 @@ def build_report(runner, metrics: dict) -> dict:
         lapq=summary['lapq'],
         rounding=summary['rounding'],
         equalization=state.equalization,
+        layernorms=state.layernorms,
         mixed=state.mixed,
         calibration=state.calib_record,
         settings=quantizer.settings(),

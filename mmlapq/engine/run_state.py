@@ -43,6 +43,8 @@ class RunState:
         calib_record: where the calibration images came from.
         equalization: the record of cross-layer equalization (pairs,
             ReLU6 modules replaced), when the run equalized.
+        layernorms: the record of the LayerNorm reparameterization, when
+            the run did it.
         mixed: the record of the mixed-precision allocation (sensitivity,
             chosen widths, budget used), when the run chose widths.
         quant: the quantizer settings with the allocation's widths merged
@@ -63,6 +65,7 @@ class RunState:
     calib: Any = None
     calib_record: Optional[dict] = None
     equalization: Optional[dict] = None
+    layernorms: Optional[dict] = None
     mixed: Optional[dict] = None
     quant: Any = None
     plans: Optional[List[Any]] = None

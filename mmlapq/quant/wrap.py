@@ -19,6 +19,7 @@ import torch.nn as nn
 from .bn_fold import fold_batch_norms
 from .equalize import EqualizeSettings
 from .grids import Grid, check_bits, check_choice, check_type
+from .layernorm import LayerNormSettings
 from .qmodules import (ACT_TYPES, POOL_TYPES, QUANT_LAYER_TYPES, QuantAct,
                        QuantConv2d, QuantLinear, has_same_padding,
                        quantize_module_input)
@@ -81,6 +82,9 @@ class QuantSettings:
     # softmax output at softmax_bits (None: a_bits). False: float products.
     attention_matmuls: bool = True
     softmax_bits: Optional[int] = None
+    # LayerNorm reparameterization before wrapping (quant/layernorm.py):
+    # False, True (defaults) or a dict of LayerNormSettings fields.
+    layernorm_reparam: Union[bool, dict] = False
     # 8-bit weights of layers with 8-bit inputs take 7 bits (codes
     # -63..63): x86 CPUs without VNNI add pairs of u8 x s8 products in a
     # saturating int16 (255 x 127 x 2 > 32767), so their int8 kernels
@@ -125,6 +129,8 @@ class QuantSettings:
         for pattern, value in self.overrides.items():
             _normalise_override(pattern, value)
         self.equalize_settings = EqualizeSettings.from_option(self.equalize)
+        self.layernorm_settings = LayerNormSettings.from_option(
+            self.layernorm_reparam)
         if self.equalize_settings is not None and not self.fold_bn:
             raise ValueError('equalize needs fold_bn=True: it rescales the '
                              'convs with their BatchNorms folded in')
