@@ -174,3 +174,33 @@ def test_reconstruction_blocks_of_mmcls_models(config, blocks):
     quantize_model(model, QuantSettings())
     steps = build_chain(model, torch.randn(2, 3, 32, 32))
     assert reconstruction_blocks(steps) == blocks
+
+
+def test_a_vision_transformer_is_a_chain_of_its_layers():
+    """mmcls's VisionTransformer: the embedding, each encoder layer, the
+    final norm with the head; the cached loss equals full forwards at the
+    init and after clips of later layers change, and the layers' quantizers
+    (their attention products' too) belong to their layer's step."""
+    from test_quant.test_attention import vit, with_clips
+    from mmlapq.lapq import CalibrationObjective, CalibrationSet
+    from mmlapq.quant import QuantSettings, quantize_model
+    model = vit()
+    quantize_model(model, QuantSettings(w_bits=4, a_bits=4))
+    x = with_clips(model)
+    calib = CalibrationSet([x[:2], x[2:]], [torch.tensor([1, 2]),
+                                            torch.tensor([3, 4])])
+    steps = build_chain(model, x[:2])
+    assert [type(s).__name__ for s in steps] == [
+        'ViTEmbedStep', 'TransformerEncoderLayer', 'TransformerEncoderLayer',
+        'ViTHeadStep']
+    cached = CalibrationObjective(steps, calib, model=model)
+    full = CalibrationObjective([FullForward(model, classifier_logits)],
+                                calib, model=model, cache_bytes=0)
+    assert [len(layers) for layers in cached.step_layers] == [1, 8, 8, 1]
+    assert cached.loss() == pytest.approx(full.loss(), rel=1e-6)
+    for name in ('backbone.layers.1.attn.k_act.input',
+                 'backbone.layers.1.ffn.layers.1.input'):
+        q = cached.quantizers[name]
+        q.set_alpha(q.alpha * 0.5)
+        assert cached.loss() == pytest.approx(full.loss(), rel=1e-6)
+    assert cached.steps_run < len(steps) * 2 * cached.num_evals
