@@ -4,7 +4,7 @@ runtimes' own int8 quantizers, timed in turns in one process.
     python tools/benchmark_onnx.py CONFIG LABEL=FILE.onnx [LABEL=FILE ...]
         [--checkpoint FLOAT.pth] [--batch-sizes 1 64] [--threads 2]
         [--rounds 30] [--calib-images 512] [--test-images N]
-        [--no-openvino] [--ort-dynamic] [--out DIR]
+        [--no-openvino] [--ort-dynamic] [--transformer] [--out DIR]
 
 Exports the config's float model (load_from, or --checkpoint) to ONNX, makes
 onnxruntime's own int8 model of it (quantize_static: MinMax, per-channel INT8
@@ -43,6 +43,9 @@ def parse_args(argv=None):
     p.add_argument('--ort-dynamic', action='store_true',
                    help="also onnxruntime's dynamic int8 quantization (what "
                    'it recommends for transformers)')
+    p.add_argument('--transformer', action='store_true',
+                   help="also onnxruntime's static int8 with SmoothQuant and "
+                   "NNCF's transformer preset (ModelType.TRANSFORMER)")
     p.add_argument('--out', help='output folder')
     p.add_argument('--cfg-options', nargs='+', action=DictAction)
     return p.parse_args(argv)
@@ -98,6 +101,7 @@ def main(argv=None) -> int:
             cfg, models, out, args.checkpoint, args.batch_sizes,
             args.threads, args.rounds, args.calib_images, args.test_images,
             openvino=not args.no_openvino, ort_dynamic=args.ort_dynamic,
+            transformer=args.transformer,
             log=lambda m: print(m, file=sys.stderr))
     except LAPQError as exc:
         print(f'error: {exc}', file=sys.stderr)

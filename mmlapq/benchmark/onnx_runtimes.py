@@ -26,13 +26,16 @@ def runtime_benchmark(cfg, models: Dict[str, str], out_dir: str,
                       rounds: int = 30, calib_images: int = 512,
                       test_images: Optional[int] = None,
                       openvino: bool = True, ort_dynamic: bool = False,
-                      log=print) -> dict:
+                      transformer: bool = False, log=print) -> dict:
     """Latency and top-1 of the float model, the runtimes' own int8 models
     of the same FP32 ONNX (made here, from the config's first
     ``calib_images`` calibration images, seed 0), and the exported
     ``models`` {label: ONNX path}, in onnxruntime and (when installed)
     OpenVINO. ``ort_dynamic``: also onnxruntime's dynamic quantization
-    (what it recommends for transformers)."""
+    (what it recommends for transformers). ``transformer``: also
+    onnxruntime's static int8 with its SmoothQuant option (where the
+    neural-compressor package it needs is installed), and NNCF with its
+    transformer preset."""
     for label, path in models.items():
         if not osp.isfile(path):
             raise LAPQError(f'{label}: ONNX file {path} does not exist: '
@@ -50,6 +53,13 @@ def runtime_benchmark(cfg, models: Dict[str, str], out_dir: str,
     log(f'onnxruntime quantize_static on {len(calib_x)} calibration images')
     files = {'FP32': fp32, 'onnxruntime int8': ort.ort_quantize_static(
         fp32, osp.join(out_dir, 'ort_int8.onnx'), calib_x)}
+    if transformer:
+        try:
+            files['onnxruntime int8 SmoothQuant'] = ort.ort_quantize_static(
+                fp32, osp.join(out_dir, 'ort_int8_smoothquant.onnx'),
+                calib_x, smooth_quant=True)
+        except (ImportError, RuntimeError) as exc:
+            log(f'onnxruntime SmoothQuant is not available ({exc}): no row')
     if ort_dynamic:
         log('onnxruntime quantize_dynamic')
         files['onnxruntime dynamic int8'] = ort.ort_quantize_dynamic(
@@ -62,6 +72,10 @@ def runtime_benchmark(cfg, models: Dict[str, str], out_dir: str,
         try:
             ov_files['NNCF int8'] = ov.nncf_quantize(
                 fp32, osp.join(out_dir, 'nncf_int8.xml'), calib_x)
+            if transformer:
+                ov_files['NNCF int8 transformer'] = ov.nncf_quantize(
+                    fp32, osp.join(out_dir, 'nncf_int8_transformer.xml'),
+                    calib_x, transformer=True)
         except ImportError:
             log('NNCF is not installed: no NNCF int8 row')
         ov_files.update(models)

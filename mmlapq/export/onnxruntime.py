@@ -152,12 +152,13 @@ def _prepared(float_path: str, out: str) -> Iterator[str]:
 
 
 def ort_quantize_static(float_path: str, out: str,
-                        calibration: np.ndarray, batch_size: int = 64
-                        ) -> str:
+                        calibration: np.ndarray, batch_size: int = 64,
+                        smooth_quant: bool = False) -> str:
     """onnxruntime's own int8 quantizer on the FP32 model: MinMax
     calibration on ``calibration`` (preprocessed images), per-channel INT8
     weights, UINT8 activations, QDQ format: what a user gets without
-    mmlapq."""
+    mmlapq. ``smooth_quant``: its SmoothQuant option (alpha 0.5, its
+    default; needs the neural-compressor package)."""
     from onnxruntime.quantization import (CalibrationDataReader,
                                           CalibrationMethod, QuantFormat,
                                           QuantType, quantize_static)
@@ -175,7 +176,9 @@ def ort_quantize_static(float_path: str, out: str,
                         quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, per_channel=True,
-                        calibrate_method=CalibrationMethod.MinMax)
+                        calibrate_method=CalibrationMethod.MinMax,
+                        extra_options=dict(SmoothQuant=True)
+                        if smooth_quant else None)
     return out
 
 

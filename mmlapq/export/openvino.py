@@ -57,16 +57,21 @@ def openvino_int8_layers(path: str, threads: Optional[int] = None
 
 
 def nncf_quantize(float_path: str, out: str, calibration: np.ndarray,
-                  batch_size: int = 64) -> str:
+                  batch_size: int = 64, transformer: bool = False) -> str:
     """NNCF's int8 post-training quantization of the FP32 ONNX model for
     OpenVINO (its defaults, ``calibration`` as the dataset), saved as
-    OpenVINO IR ``out`` (.xml)."""
+    OpenVINO IR ``out`` (.xml). ``transformer``: its transformer preset
+    (``model_type=ModelType.TRANSFORMER``: SmoothQuant on the MatMuls,
+    LayerNorm, softmax and adds left float)."""
     import nncf
     import openvino as ov
     model = ov.Core().read_model(float_path)
     batches = [calibration[i:i + batch_size]
                for i in range(0, len(calibration), batch_size)]
+    extra = dict(model_type=nncf.ModelType.TRANSFORMER) if transformer \
+        else {}
     quantized = nncf.quantize(model, nncf.Dataset(batches),
-                              subset_size=len(batches))  # all of them
+                              subset_size=len(batches),  # all of them
+                              **extra)
     ov.save_model(quantized, out)
     return out
