@@ -28,6 +28,13 @@ quantizer = dict(
     # (True, or dict(max_iters=100, tol=1e-4, relu6='relu',
     # absorb_bias=False)); docs/reconstruction.md
     equalize=False,
+    # Transformers (docs/transformers.md): the attention products of
+    # mmcls's / mmpretrain's MultiheadAttention on quantized operands, the
+    # softmax output at softmax_bits (None: a_bits); the LayerNorm
+    # reparameterization (True, or dict(alpha=1.0, rtol=1e-4))
+    attention_matmuls=True,
+    softmax_bits=None,
+    layernorm_reparam=False,
     init=dict(
         method='lp',          # 'lp' | 'max' | 'aciq' | 'percentile'
         mode='sequential',    # 'sequential' | 'independent'

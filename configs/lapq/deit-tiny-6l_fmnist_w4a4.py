@@ -1,0 +1,33 @@
+# LAPQ W4A4 of the DeiT-style ViT trained on Fashion-MNIST
+# (configs/fmnist/deit-tiny-6l_fmnist.py, checkpoint committed in
+# checkpoints/): every Linear and both attention products quantized, the
+# softmax output at 8 bits, LayerNorm reparameterization, QDrop with
+# learned activation steps per encoder layer, then the search over the
+# activation clips (docs/transformers.md):
+#   python tools/quantize.py configs/lapq/deit-tiny-6l_fmnist_w4a4.py
+_base_ = ['../fmnist/deit-tiny-6l_fmnist.py',
+          '../_base_/lapq_w4a4_settings.py']
+
+load_from = 'checkpoints/deit-tiny-6l_fmnist.pth'
+
+# top-5 as well, so the report has the same keys as on ImageNet.
+test_evaluator = dict(type='Accuracy', topk=(1, 5))
+val_evaluator = test_evaluator
+test_dataloader = dict(batch_size=500, num_workers=0,
+                       persistent_workers=False)
+train_dataloader = dict(num_workers=0, persistent_workers=False)
+
+quantizer = dict(
+    softmax_bits=8,
+    layernorm_reparam=True,
+    rounding=dict(method='adaround', order='before_search',
+                  adaround=dict(drop_prob=0.5, learn_act_steps=True)),
+    search=dict(variables='activations', maxiter=1),
+    calib=dict(num_images=512, seed=0, batch_size=128))
+
+lapq_hooks = [
+    dict(type='mmlapq.FP32EvalHook', enable=True),
+    dict(type='mmlapq.CalibrationHook'),
+    dict(type='mmlapq.LAPQHook', evaluate_init=True),
+    dict(type='mmlapq.LAPQReportHook'),
+]
