@@ -1,6 +1,7 @@
 """Every runtime computes what PyTorch computes (issue 28): the
-Fashion-MNIST VGG-11-BN, ResNet-18 and MobileNetV2, quantized at W8A8 and
-W4A4 with the default (integer) target and exported with no option,
+Fashion-MNIST VGG-11-BN, ResNet-18, MobileNetV2 and DeiT (its attention
+products and softmax output quantized, LayerNorms reparameterized),
+quantized at W8A8 and W4A4 with the default (integer) target and exported with no option,
 predict in onnxruntime and in OpenVINO what the PyTorch model predicts on
 at least 99.9% of the 10,000 test images.
 
@@ -22,13 +23,15 @@ from mmlapq.export.onnxruntime import ort_runner
 from mmlapq.export.openvino import openvino_available, openvino_runner
 
 AGREEMENT = 0.999
+# the CNNs of the integer-kernel test and the vision transformer
+AGREEMENT_MODELS = [*MODELS, 'deit-tiny-6l']
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not openvino_available(), reason='openvino is not '
                     'installed (tools/setup.sh installs it)')
 @pytest.mark.parametrize('bits', [8, 4])
-@pytest.mark.parametrize('name', MODELS)
+@pytest.mark.parametrize('name', AGREEMENT_MODELS)
 def test_onnxruntime_and_openvino_predict_what_pytorch_predicts(
         tmp_path, name, bits, fmnist_data):
     skip_where_int8_pairs_saturate()
