@@ -87,7 +87,8 @@ def main(argv=None) -> int:
         methods=args.methods, bits=args.bits, out=args.out,
         calib_images=args.calib_images, test_images=args.test_images,
         max_evals=args.max_evals, plot_format=args.plot_format,
-        surface=not args.no_surface, seeds=args.seeds)
+        surface=not args.no_surface, seeds=args.seeds,
+        cfg_options=dict(args.cfg_options or {}))
     try:
         out = run_benchmark(load_config(args.config, args.cfg_options), opts)
     except LAPQError as exc:

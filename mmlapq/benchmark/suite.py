@@ -74,7 +74,8 @@ def speed_benchmark(cfg, float_model: nn.Module, calib: CalibrationSet,
     q = cfg.quantizer
     quantizer = make_quantizer(q, 'lapq', q.get('w_bits', 4),
                                q.get('a_bits', 4), max_evals)
-    quantizer.search.maxiter = 1
+    # one whole sweep, however far the config's own search goes
+    quantizer.search.maxiter, quantizer.search.max_evals = 1, max_evals
     float_model = quantizer.prepare(copy.deepcopy(float_model),
                                     calib.inputs[0])
     calib = quantizer.prepare_calibration(calib)
@@ -221,6 +222,8 @@ class BenchmarkOptions:
     surface: bool = True
     # Calibration draws: seeds 0..seeds-1 (None: the config's seed only).
     seeds: Optional[int] = None
+    # --cfg-options applied to the config, recorded with the run
+    cfg_options: Optional[dict] = None
 
     def __post_init__(self):
         self.out = self.out or osp.join('work_dirs', 'benchmark' + (
@@ -279,7 +282,8 @@ def run_benchmark(cfg, opts: BenchmarkOptions) -> dict:
                   test_images=len(runner.test_loop.dataloader.dataset),
                   calibration=records[0], seeds=[r['seed'] for r in records],
                   env=collect_run_env(), max_evals=opts.get('max_evals'),
-                  kind=opts.kind, date=datetime.date.today().isoformat())
+                  kind=opts.kind, date=datetime.date.today().isoformat(),
+                  cfg_options=opts.cfg_options or None)
     summary = seed_summary(rows) if len(records) > 1 else None
     dump_json(dict(header, rows=rows, summary=summary, surfaces=surfaces),
               osp.join(opts.out, 'benchmark.json'))

@@ -58,6 +58,10 @@ def benchmark_markdown(rows: List[dict], header: dict,
              f"{header['test_images']} images; {env['device']}; "
              f"torch {env['torch']}, {library_line(env)}, mmengine "
              f"{env['mmengine']}, mmlapq {env['mmlapq']}; {env['date']}", '']
+    if header.get('cfg_options'):
+        options = ' '.join(f'{k}={v}' for k, v in header['cfg_options']
+                           .items())
+        lines[-1:-1] = [f'config overridden with `--cfg-options {options}`']
     if summary:
         seeds = header.get('seeds', [])
         lines += [f'Mean +- sample standard deviation over {len(seeds)} '

@@ -40,3 +40,19 @@ def test_markdown_gives_mean_and_std_then_every_draw():
     assert '| 20.0 | 1.0923e+08 | 1133664 |' in text  # BOPs, weight bytes
     assert '| 10.0 | - | - |' in text  # a row without them
     assert math.isclose(0.28, math.sqrt(0.08), abs_tol=0.005)
+
+
+def test_markdown_names_the_config_overrides_of_the_run():
+    """A run with --cfg-options (say the LayerNorm reparameterization off)
+    says so under its table's title; one without says nothing."""
+    env = dict(device='cpu', torch='2', mmcls='1', mmengine='0',
+               mmlapq='0', date='today')
+    header = dict(config='c.py', checkpoint='w.pth', calib_images=512,
+                  test_images=10000, env=env, seeds=[0])
+    rows = [row('lp', 0, 89.0, 0.3)]
+    plain = benchmark_markdown(rows, header)
+    overridden = benchmark_markdown(rows, dict(
+        header, cfg_options={'quantizer.layernorm_reparam': False}))
+    assert 'cfg-options' not in plain
+    assert 'config overridden with `--cfg-options ' \
+        'quantizer.layernorm_reparam=False`' in overridden
