@@ -57,13 +57,29 @@ def summary_table(report: dict) -> str:
         'method', 'nearest')
     search = lapq['method'] + ('' if rounding == 'nearest'
                                else f' + {rounding}')
+    # The guard's first held-out loss is where the search started: after
+    # the rounding when it ran before the search, so it goes on that row.
+    record = report.get('rounding') or {}
+    rounded_first = record.get('order') in ('before_search',
+                                            'between_searches') \
+        and record.get('loss_after') is not None
+    start_held = lapq.get('holdout_init_loss')
     rows = [('FP32', fp32.get('top1'), fp32.get('calib_loss'), None, None,
              None),
             (f"{init['method']} init (p={_fmt(init.get('p'))})",
              init.get('top1'), init['calib_loss'],
-             lapq.get('holdout_init_loss'), None, init.get('seconds')),
-            (f'LAPQ ({search})', quant.get('top1'), lapq['calib_loss'],
-             lapq.get('holdout_loss'), lapq['func_evals'], lapq['seconds'])]
+             None if rounded_first else start_held, None,
+             init.get('seconds'))]
+    if rounded_first:
+        order = record['order'].replace('_', ' ')
+        rows.append((f"{record['method']} rounding ({order})", None,
+                     record['loss_after'],
+                     start_held if record['order'] == 'before_search'
+                     else None, None,
+                     (report.get('seconds') or {}).get('rounding')))
+    rows.append((f'LAPQ ({search})', quant.get('top1'), lapq['calib_loss'],
+                 lapq.get('holdout_loss'), lapq['func_evals'],
+                 lapq['seconds']))
     lines = ['| stage | top-1 (%) | calibration loss | held-out loss | '
              'evaluations | seconds |', '|---|---|---|---|---|---|']
     for name, top1, loss, held, evals, secs in rows:

@@ -42,6 +42,24 @@ def test_summary_table_rows():
                         '| 97 | 99.3 |')
 
 
+def test_held_out_loss_after_a_rounding_before_the_search_is_its_own():
+    """When GPTQ/QDrop ran before the search, the guard's first held-out
+    loss is measured after it: it stands on the rounding's row, with the
+    rounding's calibration loss, not on the init's."""
+    rounded = report()
+    rounded['settings']['rounding'] = dict(method='adaround')
+    rounded = dict(rounded, rounding=dict(method='adaround',
+                                           order='before_search',
+                                           loss_before=0.14,
+                                           loss_after=0.135),
+                   seconds=dict(rounding=12.5))
+    lines = summary_table(rounded).splitlines()
+    assert lines[3] == '| lp init (p=3.33) | 92.93 | 0.1400 | - | - | 30.0 |'
+    assert lines[4] == ('| adaround rounding (before search) | - | 0.1350 '
+                        '| 0.1700 | - | 12.5 |')
+    assert lines[5].startswith('| LAPQ (powell + adaround) | 93.07 |')
+
+
 def test_markdown_has_the_table_layers_and_guard(tmp_path):
     path = str(tmp_path / 'r.md')
     write_markdown(report(), path)
