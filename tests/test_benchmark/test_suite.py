@@ -5,6 +5,7 @@ import json
 import os.path as osp
 
 import pytest
+import torch
 
 from mmlapq.benchmark.suite import write_tables
 from mmlapq.engine import LAPQError
@@ -27,3 +28,32 @@ def test_a_stored_run_renders_its_table_and_plots(tmp_path):
     assert osp.getsize(tmp_path / 'plots' / 'pareto_bops.png') > 0
     with pytest.raises(LAPQError, match='does not exist'):
         write_tables(str(tmp_path / 'none'))
+
+
+def test_speed_benchmark_sweeps_whatever_max_evals_the_config_sets():
+    """eval_cost_ratio is a mean over one whole Powell sweep (the first
+    evaluations, on the early layers, cost the most): a config that bounds
+    its own search must not cut the sweep short; --max-evals does."""
+    from mmengine.config import ConfigDict
+    from toy import toy_data, trained_toy_chain
+
+    from mmlapq.benchmark.suite import speed_benchmark
+    from mmlapq.lapq import CalibrationSet
+    class Classifier(torch.nn.Module):  # the toy chain, called as mmcls's
+        def __init__(self):
+            super().__init__()
+            self.net = trained_toy_chain()
+
+        def forward(self, x, mode='tensor'):
+            return self.net(x)
+
+    x, y = toy_data(128)
+    calib = CalibrationSet.from_tensors(x, y, 64)
+    cfg = ConfigDict(quantizer=dict(
+        type='mmlapq.LAPQQuantizer', w_bits=4, a_bits=4, init=dict(p=2.0),
+        search=dict(max_evals=3), calib=dict(holdout_images=0)))
+    whole = speed_benchmark(cfg, Classifier(), calib, repeats=1)
+    assert whole['func_evals'] > 3
+    bounded = speed_benchmark(cfg, Classifier(), calib, max_evals=5,
+                              repeats=1)
+    assert bounded['func_evals'] == 5
