@@ -60,8 +60,8 @@ def runtime_benchmark(cfg, models: Dict[str, str], out_dir: str,
                 calib_x, smooth_quant=True)
         except (ImportError, RuntimeError, ValueError) as exc:
             # neural-compressor's SmoothQuant fails on some graphs (on the
-            # bundled DeiT: a shared scalar initializer it rescales per
-            # channel); the other rows still run
+            # bundled DeiT: a ValueError writing 768 scales into a
+            # 1-element initializer); the other rows still run
             log(f'onnxruntime SmoothQuant failed or is not available '
                 f'({type(exc).__name__}: {exc}): no row')
     if ort_dynamic:
