@@ -40,7 +40,7 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 import torch
 import torch.nn as nn
 
-from .grids import check_choice, check_type
+from .grids import check_choice, check_type, settings_from_option
 from .qmodules import has_same_padding
 
 RELU6_MODES = ('relu', 'keep')
@@ -69,14 +69,7 @@ class EqualizeSettings:
                     ) -> Optional['EqualizeSettings']:
         """The settings of ``quantizer.equalize`` (False/None: off, True:
         defaults, a dict: these fields)."""
-        if option is None or option is False:
-            return None
-        if option is True:
-            return cls()
-        if isinstance(option, dict):
-            return cls(**option)
-        raise ValueError(f'equalize={option!r}: use False, True or a dict '
-                         'of max_iters, tol, relu6, absorb_bias')
+        return settings_from_option(cls, option, 'equalize', 'max_iters, tol, relu6, absorb_bias')
 
 
 def _module_names(model: nn.Module) -> Dict[int, str]:

@@ -139,3 +139,16 @@ class Grid:
             n = n + self.qmin
         step = self.step(alpha)
         return n * step - (alpha if self.kind == 'midrise' else 0.0)
+
+
+def settings_from_option(cls, option, key: str, fields: str):
+    """The settings an on/off-or-dict option asks for: False/None: off
+    (None), True: ``cls()``'s defaults, a dict: these fields of ``cls``."""
+    if option is None or option is False:
+        return None
+    if option is True:
+        return cls()
+    if isinstance(option, dict):
+        return cls(**option)
+    raise ValueError(f'{key}={option!r}: use False, True or a dict of '
+                     f'{fields}')

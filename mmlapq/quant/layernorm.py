@@ -35,7 +35,7 @@ from typing import Callable, Dict, List, Optional, Union
 import torch
 import torch.nn as nn
 
-from .grids import check_type
+from .grids import check_type, settings_from_option
 
 
 @dataclass
@@ -56,14 +56,8 @@ class LayerNormSettings:
     def from_option(cls, option: Union[bool, dict, None]
                     ) -> Optional['LayerNormSettings']:
         """False/None: off, True: defaults, a dict: these fields."""
-        if option is None or option is False:
-            return None
-        if option is True:
-            return cls()
-        if isinstance(option, dict):
-            return cls(**option)
-        raise ValueError(f'layernorm_reparam={option!r}: use False, True or '
-                         'a dict of alpha, rtol')
+        return settings_from_option(cls, option, 'layernorm_reparam',
+                                    'alpha, rtol')
 
 
 class _Stats:
