@@ -25,10 +25,16 @@ def test_fmnist_config_end_to_end_on_a_slice(tmp_path, fmnist_data):
          slice_1000, 'quantizer.init.p_grid=[2.0,3.0,4.0]'],
         cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    # The table printed at the end: FP32, the Lp init, LAPQ.
-    table = [ln for ln in proc.stdout.splitlines() if ln.startswith('|')][-5:]
+    # The table printed at the end: FP32, the Lp init, the GPTQ rounding
+    # that runs before the search (it carries the search's start loss), LAPQ.
+    lines = proc.stdout.splitlines()
+    end = max(i for i, ln in enumerate(lines) if ln.startswith('|'))
+    start = end
+    while start > 0 and lines[start - 1].startswith('|'):
+        start -= 1
+    table = lines[start:end + 1]
     assert [ln.split('|')[1].strip().split(' ')[0] for ln in table[2:]] == \
-        ['FP32', 'lp', 'LAPQ']
+        ['FP32', 'lp', 'gptq', 'LAPQ']
     report = json.load(open(osp.join(work_dir, 'lapq_report.json')))
     assert report['fp32']['top1'] > 92.0  # on the first 1000 test images
     assert report['init']['top1'] is not None  # evaluate_init=True
