@@ -40,6 +40,11 @@ def parse_args(argv=None):
                    'PyTorch model in onnxruntime on the test set')
     p.add_argument('--test-images', type=int, help='with --verify: the first'
                    ' N test images (default all)')
+    p.add_argument('--divergence', type=int, metavar='N',
+                   help='per activation quantizer, the share of codes '
+                   'OpenVINO computes differently from onnxruntime on the '
+                   'first N test images (where the runtimes part); writes '
+                   'OUT without .onnx + _divergence.json')
     p.add_argument('--cfg-options', nargs='+', action=DictAction)
     return p.parse_args(argv)
 
@@ -48,7 +53,9 @@ def main(argv=None) -> int:
     import mmlapq  # noqa: F401
     from mmlapq.engine import LAPQError
     from mmlapq.engine.config import load_config
-    from mmlapq.engine.export import compare_with_onnxruntime, export_onnx
+    from mmlapq.engine.export import compare_with_onnxruntime, export_onnx, \
+        openvino_code_divergence
+    from mmlapq.engine.report_builder import dump_json
     args = parse_args(argv)
     out = args.out or osp.splitext(args.checkpoint)[0] + '.onnx'
     try:
@@ -76,6 +83,17 @@ def main(argv=None) -> int:
                 int8_pairs_saturate
             if int8_pairs_saturate():
                 print(f'  note: {SATURATION_NOTE}')
+        if args.divergence:
+            res = openvino_code_divergence(cfg, args.checkpoint, out,
+                                           args.divergence)
+            print(f"OpenVINO vs onnxruntime on {res['images']} test "
+                  f"images: predictions agree on "
+                  f"{res['predictions_agree']:.2f}%; codes that differ, "
+                  "per activation quantizer:")
+            for row in res['rows']:
+                print(f"  {row['place']}: {row['codes_differing']:.3f}%, "
+                      f"up to {row['max_steps']:.0f} steps")
+            dump_json(res, osp.splitext(out)[0] + '_divergence.json')
     except LAPQError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1

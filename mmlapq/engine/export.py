@@ -142,6 +142,25 @@ def compare_with_onnxruntime(cfg, checkpoint: str, onnx_path: str,
                 max_abs_logit_diff=max_diff)
 
 
+def openvino_code_divergence(cfg, checkpoint: str, onnx_path: str,
+                             num_images: int = 256,
+                             batch_size: int = 32) -> Dict[str, object]:
+    """Per activation quantizer of the exported model, the share of codes
+    OpenVINO computes differently from onnxruntime on the first
+    ``num_images`` test images, and the share of images whose predicted
+    class they agree on (``export.divergence``): where the two runtimes'
+    predictions part, and from which layer."""
+    from ..export.divergence import runtime_divergence
+    from ..export.openvino import openvino_available
+    if not openvino_available():
+        raise LAPQError('openvino is not installed: run tools/setup.sh (or '
+                        'pip install openvino) for --divergence')
+    model = build_model(cfg, checkpoint)
+    batches = (x for x, _ in preprocessed_test_set(cfg, model, num_images,
+                                                   batch_size))
+    return runtime_divergence(onnx_path, batches)
+
+
 def preprocessed_test_set(cfg, model: nn.Module,
                           num_images: Optional[int] = None,
                           batch_size: int = 500):

@@ -49,3 +49,20 @@ def test_w4a4_checkpoint_and_onnx_match_pytorch(tmp_path, fmnist_data):
     assert int(images) == 10000
     assert abs(float(top1_ort) - float(top1_torch)) <= 0.05
     assert float(agree) >= 99.9
+
+    # The two runtimes compared per quantizer: one row per activation
+    # quantizer of the file, in graph order, from the input's on.
+    from mmlapq.export.openvino import openvino_available
+    if openvino_available():
+        out = tool('tools/export.py', CONFIG, ckpt, '--out',
+                   str(tmp_path / 'div.onnx'), '--divergence', '64')
+        found = re.search(r'on 64 test images: predictions agree on '
+                          r'([\d.]+)%', out)
+        assert found and float(found.group(1)) >= 95.0, out[-2000:]
+        import json
+        rows = json.load(open(tmp_path / 'div_divergence.json'))['rows']
+        from mmlapq.export.divergence import activation_dequantizers
+        assert [r['tensor'] for r in rows] == list(activation_dequantizers(
+            onnx.load(str(tmp_path / 'div.onnx'))))
+        assert rows[0]['place'].endswith('input -> Conv')
+        assert rows[0]['codes_differing'] == 0.0  # the image's own codes
