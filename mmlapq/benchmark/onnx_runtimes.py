@@ -59,9 +59,8 @@ def runtime_benchmark(cfg, models: Dict[str, str], out_dir: str,
                 fp32, osp.join(out_dir, 'ort_int8_smoothquant.onnx'),
                 calib_x, smooth_quant=True)
         except (ImportError, RuntimeError, ValueError) as exc:
-            # neural-compressor's SmoothQuant fails on some graphs (on the
-            # bundled DeiT: a ValueError writing 768 scales into a
-            # 1-element initializer); the other rows still run
+            # without the neural-compressor package it needs, or on a
+            # graph its SmoothQuant cannot transform, the other rows run
             log(f'onnxruntime SmoothQuant failed or is not available '
                 f'({type(exc).__name__}: {exc}): no row')
     if ort_dynamic:

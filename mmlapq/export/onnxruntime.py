@@ -158,7 +158,10 @@ def ort_quantize_static(float_path: str, out: str,
     calibration on ``calibration`` (preprocessed images), per-channel INT8
     weights, UINT8 activations, QDQ format: what a user gets without
     mmlapq. ``smooth_quant``: its SmoothQuant option (alpha 0.5, its
-    default; needs the neural-compressor package)."""
+    default; needs the neural-compressor package), its scales kept as
+    ``Mul`` nodes: folding them into the previous op (its default) fails in
+    neural-compressor 2.6 where that op is a ``Mul`` by a scalar (GELU's,
+    the attention's scale)."""
     from onnxruntime.quantization import (CalibrationDataReader,
                                           CalibrationMethod, QuantFormat,
                                           QuantType, quantize_static)
@@ -177,7 +180,8 @@ def ort_quantize_static(float_path: str, out: str,
                         activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, per_channel=True,
                         calibrate_method=CalibrationMethod.MinMax,
-                        extra_options=dict(SmoothQuant=True)
+                        extra_options=dict(SmoothQuant=True,
+                                           SmoothQuantFolding=False)
                         if smooth_quant else None)
     return out
 

@@ -52,3 +52,27 @@ def test_onnxruntime_quantize_dynamic_quantizes_at_run_time(tmp_path):
     scores = ort_runner(out, threads=1)(x)
     assert scores.shape == ref.shape
     assert (scores.argmax(1) == ref.argmax(1)).mean() >= 0.75
+
+
+def test_onnxruntime_smoothquant_runs_where_a_scalar_mul_precedes_a_matmul(
+        tmp_path):
+    """onnxruntime's SmoothQuant option (the transformers' baseline):
+    GELU ends in a Mul by 0.5, into which neural-compressor 2.6 cannot fold
+    a per-channel scale; kept as Mul nodes, the model is built and agrees
+    with the float one."""
+    import numpy as np
+    import pytest
+    pytest.importorskip('neural_compressor')
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(),
+                                torch.nn.Linear(32, 4)).eval()
+    fp32 = str(tmp_path / 'fp32.onnx')
+    torch.onnx.export(model, torch.randn(2, 16), fp32, input_names=['input'],
+                      dynamic_axes={'input': {0: 'batch'}}, opset_version=17,
+                      dynamo=False)  # GELU as Div, Erf, Add, Mul, Mul
+    x = np.random.default_rng(0).standard_normal((64, 16)).astype(np.float32)
+    out = ort_quantize_static(fp32, str(tmp_path / 'sq.onnx'), x,
+                              batch_size=16, smooth_quant=True)
+    ref = model(torch.from_numpy(x)).detach().numpy()
+    scores = ort_runner(out, threads=1)(x)
+    assert (scores.argmax(1) == ref.argmax(1)).mean() >= 0.9
