@@ -19,7 +19,10 @@ train_dataloader = dict(num_workers=0, persistent_workers=False)
 
 quantizer = dict(
     softmax_bits=8,
-    layernorm_reparam=True,
+    # alpha 1: each channel's range folded (RepQ-ViT); < 1: SmoothQuant's
+    # balance (--cfg-options quantizer.layernorm_reparam.alpha=0.5);
+    # _delete_ replaces the base settings' False
+    layernorm_reparam=dict(_delete_=True, alpha=1.0),
     # 300 steps per encoder layer and 150 evaluations of the search keep
     # the run within 10 minutes on 2 CPU cores
     rounding=dict(method='adaround', order='before_search',
