@@ -55,6 +55,7 @@ from ..quant.int_weights import (code_range, integer_grid_error,
                                  layer_weight_codes, weight_step)
 from ..quant.qmodules import (QuantAct, QuantConv2d, QuantInputMixin,
                               unquantized_class)
+from .batch_free import batch_free_reshapes
 
 DEFAULT_OPSET = 17  # what torch's TorchScript exporter writes
 INT4_OPSET = 21  # the first with INT4 / UINT4 Q and DQ
@@ -605,7 +606,8 @@ def export_qdq(model: nn.Module, example: torch.Tensor, path: str,
                           'weights as int8')
     twin, layers = float_twin(model)
     buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), \
+            batch_free_reshapes(twin):
         warnings.simplefilter('ignore')  # the exporter's deprecation notes
         torch.onnx.export(_Logits(twin), (example, ), buffer, dynamo=False,
                           opset_version=DEFAULT_OPSET,

@@ -82,6 +82,8 @@ def test_user_config_quantizes_reloads_and_exports(name, tmp_path, capsys):
     from mmlapq.engine.export import compare_with_onnxruntime, export_onnx
     cfg = load_config(config)
     onnx_path = str(tmp_path / 'model.onnx')
-    export_onnx(cfg, qckpt, onnx_path)
+    info = export_onnx(cfg, qckpt, onnx_path)
+    # any batch size, Swin's window reverse too (export/batch_free.py)
+    assert info['dynamic_batch'], name
     check = compare_with_onnxruntime(cfg, qckpt, onnx_path)
     assert check['agreement'] == 100.0, check
