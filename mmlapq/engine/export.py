@@ -155,7 +155,11 @@ def openvino_code_divergence(cfg, checkpoint: str, onnx_path: str,
     if not openvino_available():
         raise LAPQError('openvino is not installed: run tools/setup.sh (or '
                         'pip install openvino) for --divergence')
+    import onnx
     model = build_model(cfg, checkpoint)
+    first = onnx.load(onnx_path).graph.input[0].type.tensor_type.shape.dim[0]
+    if first.HasField('dim_value'):  # exported for that batch only
+        batch_size = first.dim_value
     batches = (x for x, _ in preprocessed_test_set(cfg, model, num_images,
                                                    batch_size))
     return runtime_divergence(onnx_path, batches)

@@ -22,7 +22,7 @@ from ..quant.wrap import merge_overrides
 from ..registry import MODELS
 from ..quant.bn_fold import fold_batch_norms
 from ..quant.equalize import equalize
-from ..quant.attention import float_attention
+from ..quant.attention import float_attention, quantizable_attentions
 from ..quant.layernorm import reparameterize_layernorms
 from ..lapq.chain import build_chain, classifier_logits
 from ..lapq.mixed import (MixedSettings, check_running, choose_widths,
@@ -234,10 +234,23 @@ class LAPQQuantizer:
         model, fails before any work."""
         if self.mixed is None:
             return
+        self._check_no_attention_products(model)
         try:
             cost_model(model, probe, self.quant, self.mixed)
         except ValueError as exc:
             raise LAPQError(str(exc)) from None
+
+    def _check_no_attention_products(self, model: nn.Module) -> None:
+        attentions = quantizable_attentions(model) \
+            if self.quant.attention_matmuls and \
+            self.quant.act_quant == 'layer_inputs' else []
+        if attentions:
+            raise LAPQError(
+                'mixed precision allocates the widths of Conv2d and Linear '
+                f'layers only; the attention products of {attentions[0]} '
+                f'(and {len(attentions) - 1} more) would run outside its '
+                'sensitivity and budget: set quantizer.attention_matmuls='
+                'False, or quantize at uniform widths')
 
     def choose_widths(self, model: nn.Module, calib: CalibrationSet,
                       logger=None, reduce_fn=None, reduce_hist=None,
@@ -246,6 +259,7 @@ class LAPQQuantizer:
         and the budget (``lapq.mixed``), as overrides of the settings (so
         the checkpoint rebuilds them); a resumed run takes the saved
         allocation. The record goes to ``state.mixed``."""
+        self._check_no_attention_products(model)
         saved = search_state.get('mixed') if search_state else None
         if saved is None:
             try:

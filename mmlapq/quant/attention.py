@@ -9,9 +9,13 @@ child with an input quantizer (``quantize_module_input``, as the folded
 BN at a residual branch's end has one):
 
 - ``<attn>.q_act``, ``<attn>.k_act`` (on k^T) and ``<attn>.v_act`` at the
-  activation bits: both operands of each product are on integer grids;
-- ``<attn>.attn_act`` on the softmax output, at ``softmax_bits`` (the
-  activation bits when None): unsigned, as softmax is in [0, 1].
+  input bits of the attention's ``qkv`` layer (its plan: the config's
+  ``a_bits`` or an override of it): both operands of each product are on
+  integer grids; where ``qkv`` reads float inputs (excluded, or ``'fp'``)
+  the products stay float too;
+- ``<attn>.attn_act`` on the softmax output, at ``softmax_bits`` (those
+  input bits when None): unsigned whatever ``a_signed`` says, as softmax
+  is in [0, 1].
 
 The scale, the softmax, the dropout and the output projection's input
 quantizer are unchanged; the module keeps its name, children and state
@@ -25,7 +29,7 @@ the forward they compute being the one written below); any other attention
 products, and :func:`float_attention` names its class so the run can say
 so.
 """
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -98,42 +102,62 @@ def _quantized_class(cls: type) -> type:
     return _CLASSES[cls]
 
 
-def quantize_attention_matmuls(model: nn.Module, bits: int,
+def quantize_attention_matmuls(model: nn.Module,
+                               bits_of: Callable[[str], Optional[int]],
                                softmax_bits: Optional[int] = None,
                                kind: str = 'unsigned'
                                ) -> List[Tuple[str, str, int]]:
     """Quantize the products of every known attention of ``model`` in
-    place (see the module doc), operands on grids of ``kind`` (the
-    initialiser makes an input seen negative signed). Returns the (module
-    name, class name, bits) of every quantizer added."""
+    place (see the module doc). ``bits_of(name)``: the input bits of the
+    attention ``name``'s ``qkv`` layer, None where it stays float (then so
+    do the products). q, k and v on grids of ``kind`` (the initialiser
+    makes an input seen negative signed), the softmax output unsigned.
+    Returns the (module name, class name, bits) of every quantizer
+    added."""
     added = []
     for name, module in list(model.named_modules()):
         if not _quantizable(module):
             continue
+        bits = bits_of(name)
+        if bits is None:
+            continue
         module.attention_library = attention_kind(module)
         module.__class__ = _quantized_class(type(module))
         for operand in OPERANDS:
-            width = softmax_bits if operand == 'attn_act' and softmax_bits \
-                else bits
-            child = quantize_module_input(nn.Identity(), Grid(width, kind))
+            softmax = operand == 'attn_act'
+            width = softmax_bits if softmax and softmax_bits else bits
+            grid = Grid(width, 'unsigned' if softmax else kind)
+            child = quantize_module_input(nn.Identity(), grid)
             module.add_module(operand, child.to(module.qkv.weight.device))
             added.append((f'{name}.{operand}', 'Identity', width))
     return added
 
 
+def quantizable_attentions(model: nn.Module) -> List[str]:
+    """The names of the attention modules of ``model`` whose products this
+    module can quantize (before wrapping)."""
+    return [name for name, module in model.named_modules()
+            if _quantizable(module)]
+
+
 def float_attention(model: nn.Module) -> List[str]:
     """The class names of the attention modules of ``model`` whose products
-    stay float (a class this module does not know), for the run's log."""
+    stay float because this module does not know their forward, for the
+    run's log (not those the settings leave float)."""
     names = []
     for module in model.modules():
-        if _is_attention(module) and not isinstance(
-                module, QuantAttentionMixin):
+        if isinstance(module, QuantAttentionMixin) or \
+                not _is_attention(module):
+            continue
+        library = attention_kind(module)
+        if library is None:
             label = type(module).__name__
-            if attention_kind(module) == 'mmpretrain' and \
-                    not _quantizable(module):
-                label += ' (qk_scale set)'
-            if label not in names:
-                names.append(label)
+        elif library == 'mmpretrain' and not _quantizable(module):
+            label = f'{type(module).__name__} (qk_scale set)'
+        else:
+            continue  # one it knows, left float by the settings
+        if label not in names:
+            names.append(label)
     return names
 
 

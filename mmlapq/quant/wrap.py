@@ -378,9 +378,12 @@ def quantize_model(model: nn.Module, settings: QuantSettings
         model.set_submodule(plan.name, qlayer)
     added = []
     if settings.act_quant == 'layer_inputs' and settings.attention_matmuls:
+        # the products at the input bits of their attention's qkv layer
+        input_bits = {plan.name: plan.a_bits for plan in plans}
         added += [LayerPlan(name, kind, None, bits)
                   for name, kind, bits in quantize_attention_matmuls(
-                      model, settings.a_bits, settings.softmax_bits, a_kind)]
+                      model, lambda attn: input_bits.get(f'{attn}.qkv'),
+                      settings.softmax_bits, a_kind)]
     if settings.target == 'integer' and settings.act_quant == 'layer_inputs':
         added += [LayerPlan(name, kind, None, bits)
                   for name, kind, bits in quantize_residual_adds(

@@ -104,6 +104,24 @@ def test_a_budget_that_cannot_be_met_fails_before_any_work(tmp_path):
     assert not osp.exists(tmp_path / 'wd')
 
 
+def test_mixed_precision_refuses_quantized_attention_products():
+    """The allocation and its BOPs cover Conv2d and Linear layers: on a ViT
+    the attention products would run at widths outside them."""
+    from test_quant.test_attention import vit
+
+    from mmlapq.registry import MODELS as LAPQ_MODELS
+    model = vit()
+    quantizer = LAPQ_MODELS.build(dict(
+        type='mmlapq.LAPQQuantizer', mixed=dict(budget=dict(bops_of='w4a4'))))
+    with pytest.raises(LAPQError, match='attention_matmuls=False') as info:
+        quantizer.check_mixed(model, torch.randn(2, 3, 32, 32))
+    assert '\n' not in str(info.value)
+    quantizer = LAPQ_MODELS.build(dict(
+        type='mmlapq.LAPQQuantizer', attention_matmuls=False,
+        mixed=dict(budget=dict(bops_of='w4a4'))))
+    quantizer.check_mixed(model, torch.randn(2, 3, 32, 32))  # no error
+
+
 # Residual models (random ImageNet weights at 32 px, test_chain's): a
 # ResNet-18 with downsample blocks and a user's override, a MobileNetV2.
 USER_OVERRIDE = {'backbone.layer2.0.conv2': dict(a_bits=8)}

@@ -1,7 +1,8 @@
-"""Every runtime computes what PyTorch computes (issue 28): the
-Fashion-MNIST VGG-11-BN, ResNet-18, MobileNetV2 and DeiT (its attention
-products and softmax output quantized, LayerNorms reparameterized),
-quantized at W8A8 and W4A4 with the default (integer) target and exported with no option,
+"""Every runtime computes what PyTorch computes: the Fashion-MNIST
+VGG-11-BN, ResNet-18 and MobileNetV2 quantized at W8A8 and W4A4, and the
+DeiT (its attention products and softmax output quantized, LayerNorms
+reparameterized) at W8A8, with the default (integer) target and exported
+with no option,
 predict in onnxruntime and in OpenVINO what the PyTorch model predicts on
 at least 99.9% of the 10,000 test images.
 

@@ -104,8 +104,29 @@ def test_the_products_are_quantized_unless_asked_not_to():
     quantize_model(kept_float, QuantSettings(attention_matmuls=False))
     assert not any(isinstance(m, QuantAttentionMixin)
                    for m in kept_float.modules())
-    assert float_attention(kept_float) == ['MultiheadAttention']
+    # left float by the settings, not for want of a forward: not named
+    assert float_attention(kept_float) == []
     assert float_attention(model) == []
+
+
+def test_the_products_take_the_widths_of_their_qkv_layer():
+    """An override of an attention's qkv input (or a float qkv) steers its
+    products: the widths that run are the plan's, not the global a_bits."""
+    model = vit()
+    plans = quantize_model(model, QuantSettings(
+        w_bits=4, a_bits=4, softmax_bits=8, a_signed=True,
+        overrides={'backbone.layers.0.attn.qkv': dict(a_bits=6),
+                   'backbone.layers.1.attn.qkv': dict(a_bits='fp')}))
+    widths = {p.name: p.a_bits for p in plans}
+    assert [widths[f'backbone.layers.0.attn.{o}'] for o in OPERANDS] == \
+        [6, 6, 6, 8]
+    assert not any(n.startswith('backbone.layers.1.attn.') and
+                   n.endswith('_act') for n in widths)
+    assert not isinstance(model.backbone.layers[1].attn, QuantAttentionMixin)
+    attn = model.backbone.layers[0].attn
+    # a_signed=True signs q, k and v, never the softmax output
+    assert attn.q_act.input_quantizer.grid.kind.startswith('signed')
+    assert attn.attn_act.input_quantizer.grid.kind == 'unsigned'
 
 
 def test_an_unknown_attention_keeps_float_products_and_is_named():
