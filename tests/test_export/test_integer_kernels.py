@@ -3,7 +3,8 @@ MobileNetV2, quantized at W8A8 and W4A4 with the default (integer) target
 and exported with no option, run every quantized conv and linear layer as
 an integer kernel in onnxruntime (QLinearConv / QGemm, residual adds as
 QLinearAdd, the pool as QLinearGlobalAveragePool), and predict what the
-PyTorch model predicts."""
+PyTorch model predicts; the bundled DeiT runs every Linear and both
+attention products on integer kernels."""
 import functools
 import os.path as osp
 
@@ -176,3 +177,22 @@ def test_every_quantized_layer_runs_an_integer_kernel(tmp_path, name, bits,
     assert agree >= 0.99, agree
     # Off by a requantization step at most, now and then.
     assert np.median(np.abs(out - ref)) < 1e-3 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize('bits', [8, 4])
+def test_the_bundled_deit_runs_every_linear_and_product_on_integer_kernels(
+        tmp_path, bits, fmnist_data):
+    """The trained DeiT (6 layers): its 24 Linear layers, the head and the
+    12 attention products are integer kernels in onnxruntime's optimized
+    graph; no float MatMul or Gemm is left (the patch embedding's conv
+    stays a float Conv: its output goes into float adds)."""
+    from test_attention_export import INTEGER_MATMULS, float_matmuls
+    model, x, _ = quantized('deit-tiny-6l', bits)
+    path = str(tmp_path / 'deit.onnx')
+    export_qdq(model, torch.from_numpy(x[:1]), path)
+    counts = optimized_ops(path, str(tmp_path))['counts']
+    assert sum(counts.get(op, 0) for op in INTEGER_MATMULS) == \
+        6 * 4 + 1 + 6 * 2
+    assert float_matmuls(counts) == 0
+    assert counts.get('Conv', 0) + counts.get('FusedConv', 0) + \
+        counts.get('NchwcConv', 0) == 1
