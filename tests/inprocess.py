@@ -6,13 +6,18 @@ import os.path as osp
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
-def quantize_tool():
-    """The module of tools/quantize.py; call its ``main(argv)``."""
+def tool_module(name: str):
+    """The module of tools/<name>.py; call its ``main(argv)``."""
     spec = importlib.util.spec_from_file_location(
-        'quantize_tool', osp.join(REPO, 'tools', 'quantize.py'))
+        f'{name}_tool', osp.join(REPO, 'tools', f'{name}.py'))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def quantize_tool():
+    """The module of tools/quantize.py; call its ``main(argv)``."""
+    return tool_module('quantize')
 
 
 def printed_top1(text: str) -> float:

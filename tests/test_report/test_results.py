@@ -1,0 +1,75 @@
+"""The algorithm page (configs/lapq/README.md), its metafile and
+model-index.yml: OpenMMLab's format, every config listed, and every
+figure the stored runs' (tools/results.py)."""
+import glob
+import os.path as osp
+import shutil
+
+import yaml
+from inprocess import tool_module
+
+from mmlapq.report.results import METAFILE, MODEL_INDEX, PAGE, SOURCES
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def results_tool():
+    return tool_module('results')
+
+
+def test_the_metafile_lists_every_config_and_nothing_else():
+    index = yaml.safe_load(open(osp.join(REPO, MODEL_INDEX)))
+    assert index == {'Import': [METAFILE]}
+    meta = yaml.safe_load(open(osp.join(REPO, METAFILE)))
+    (collection, ) = meta['Collections']
+    assert collection['Name'] == 'LAPQ'
+    assert collection['Paper']['URL'] == 'https://arxiv.org/abs/1911.07190'
+    assert osp.isfile(osp.join(REPO, collection['README']))
+    configs = sorted(osp.relpath(p, REPO) for p in
+                     glob.glob(osp.join(REPO, 'configs/lapq/*.py')))
+    assert sorted(m['Config'] for m in meta['Models']) == configs
+    names = [m['Name'] for m in meta['Models']]
+    assert len(set(names)) == len(names)
+    measured = {m['Config']: m for m in meta['Models'] if 'Results' in m}
+    assert set(measured) == {s.config for s in SOURCES}
+    for model in meta['Models']:
+        assert model['In Collection'] == 'LAPQ'
+        for result in model.get('Results', []):
+            assert result['Task'] == 'Image Classification'
+            metrics = result['Metrics']
+            assert 0 < metrics['Top 1 Accuracy'] <= 100
+            assert metrics['FP32 Top 1 Accuracy'] >= \
+                metrics['Top 1 Accuracy'] - 1  # a sane pair, not a typo
+
+
+def test_the_page_follows_openmmlab_algorithm_pages():
+    page = open(osp.join(REPO, PAGE)).read()
+    for part in ('<!-- [ALGORITHM] -->', '## Abstract',
+                 '## Results and models', '## Citation', '```bibtex'):
+        assert part in page, part
+    for source in SOURCES:
+        assert f'](../../{source.config})' in page
+
+
+def test_check_passes_here_and_fails_on_a_hand_edited_figure(tmp_path):
+    tool = results_tool()
+    assert tool.main(['--check']) == 0
+    copy = tmp_path / 'repo'
+    shutil.copytree(osp.join(REPO, 'configs'), copy / 'configs')
+    shutil.copy(osp.join(REPO, MODEL_INDEX), copy / MODEL_INDEX)
+    for source in SOURCES:
+        (copy / osp.dirname(source.run)).mkdir(parents=True, exist_ok=True)
+        shutil.copy(osp.join(REPO, source.run), copy / source.run)
+    assert tool.main(['--check', '--repo', str(copy)]) == 0
+    page = copy / PAGE
+    text = page.read_text()
+    first = SOURCES[0]
+    figure = next(line for line in text.splitlines()
+                  if f'[{osp.splitext(osp.basename(first.config))[0]}]'
+                  in line).split('|')[4].split('+-')[0].strip()
+    page.write_text(text.replace(f'| {figure} +-', '| 99.99 +-', 1))
+    assert tool.main(['--check', '--repo', str(copy)]) == 1
+    assert tool.main(['--write', '--repo', str(copy)]) == 0
+    assert page.read_text() == text  # the runs' figure is back
+    (copy / first.run).unlink()  # a run that is gone is an error
+    assert tool.main(['--check', '--repo', str(copy)]) == 1
