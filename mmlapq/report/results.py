@@ -52,6 +52,10 @@ SOURCES = (
            'MobileNetV2',
            'docs/benchmark_mobilenet-v2_mixed_seeds/benchmark.json',
            'lapq_mixed', 'w4a4', 'mixed widths at the BOPs of W4A4'),
+    Source('configs/lapq/deit-tiny-6l_fmnist_w4a4.py',
+           'DeiT-style ViT, 6 layers',
+           'docs/benchmark_deit-tiny-6l_config_seeds/benchmark.json',
+           'config', 'w4a4', 'softmax output at 8 bits'),
 )
 
 
