@@ -19,13 +19,21 @@ def main(argv=None) -> int:
     p.add_argument('--repo', default=REPO, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     sys.path.insert(0, args.repo)
+    import functools
+
+    from mmengine.config import Config
+
     from mmlapq.report.results import stale_files, write_files
+
+    @functools.lru_cache(maxsize=None)
+    def load_from(config: str):
+        return Config.fromfile(config).get('load_from')
     try:
         if args.write:
-            for path in write_files(args.repo):
+            for path in write_files(args.repo, load_from):
                 print(f'wrote {path}')
             return 0
-        stale = stale_files(args.repo)
+        stale = stale_files(args.repo, load_from)
     except (OSError, ValueError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1

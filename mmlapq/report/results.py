@@ -6,13 +6,12 @@ from the ``benchmark.json`` of stored ``tools/benchmark.py --seeds 3``
 runs under docs/: one row per config, the mean +- sd of its top-1 over
 the calibration seeds. ``tools/results.py --check`` fails where a file
 differs from what the runs give, so no figure is edited by hand."""
-import functools
 import glob
 import json
 import os.path as osp
 import re
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import yaml
 
@@ -92,19 +91,17 @@ def measured(repo: str, source: Source) -> dict:
                 date=run['date'], cpu=run['env'].get('cpu', ''))
 
 
-@functools.lru_cache(maxsize=None)
-def _load_from(repo: str, config: str) -> Optional[str]:
-    """The float checkpoint the config quantizes (its own or inherited
-    ``load_from``)."""
-    from mmengine.config import Config
-    return Config.fromfile(osp.join(repo, config)).get('load_from')
+# config path -> its float checkpoint (load_from, inherited too); the
+# tool passes mmengine's config reader, so that report/ imports no
+# OpenMMLab package
+LoadFrom = Callable[[str], Optional[str]]
 
 
 def _name(config: str) -> str:
     return osp.splitext(osp.basename(config))[0]
 
 
-def metafile(repo: str) -> dict:
+def metafile(repo: str, load_from: LoadFrom) -> dict:
     """configs/lapq/metafile.yml: the LAPQ collection and one model per
     config in configs/lapq/, with Results where a stored run measured it."""
     sources = {s.config: s for s in SOURCES}
@@ -123,7 +120,7 @@ def metafile(repo: str) -> dict:
                 'Metrics': {'Top 1 Accuracy': fig['top1'],
                             'Top 1 Accuracy SD': fig['top1_sd'],
                             'FP32 Top 1 Accuracy': fig['fp32']}}]
-        weights = _load_from(repo, config)
+        weights = load_from(osp.join(repo, config))
         if weights:
             model['Weights'] = weights
         models.append(model)
@@ -135,7 +132,7 @@ def metafile(repo: str) -> dict:
     return {'Collections': [collection], 'Models': models}
 
 
-def results_table(repo: str) -> str:
+def results_table(repo: str, load_from: LoadFrom) -> str:
     """The page's results table: the measured configs, then the ImageNet
     ones, which need ImageNet to measure."""
     lines = ['| model | bits | FP32 top-1 | quantized top-1 (mean +- sd, '
@@ -148,7 +145,7 @@ def results_table(repo: str) -> str:
         if fig['cpu']:
             cpus.add(fig['cpu'])
         bits = s.bits.upper() + (f' ({s.note})' if s.note else '')
-        weights = _load_from(repo, s.config) or '-'
+        weights = load_from(osp.join(repo, s.config)) or '-'
         lines.append(
             f"| {s.model} | {bits} | {fig['fp32']:.2f} | {fig['top1']:.2f} "
             f"+- {fig['top1_sd']:.2f} ({fig['seeds']}) | "
@@ -161,7 +158,7 @@ def results_table(repo: str) -> str:
             continue
         lines.append(f'| {_name(config)} | - | - | not measured: needs '
                      f'ImageNet | - | - | [{_name(config)}](../../{config}) '
-                     f'| {_load_from(repo, config) or "-"} |')
+                     f'| {load_from(osp.join(repo, config)) or "-"} |')
     machine = ', '.join(sorted(cpus)) or '2 x86-64 CPU cores'
     lines.append('')
     lines.append(f'Fashion-MNIST, all 10,000 test images; 512 calibration '
@@ -174,33 +171,34 @@ def results_table(repo: str) -> str:
     return '\n'.join(lines)
 
 
-def expected_files(repo: str) -> Dict[str, str]:
+def expected_files(repo: str, load_from: LoadFrom) -> Dict[str, str]:
     """Path -> the text each generated file must hold."""
     page = open(osp.join(repo, PAGE)).read()
     if START not in page or END not in page:
         raise ValueError(f'{PAGE} lacks the {START} ... {END} markers')
     head, rest = page.split(START, 1)
     tail = rest.split(END, 1)[1]
-    page = f'{head}{START}\n{results_table(repo)}\n{END}{tail}'
-    meta = yaml.safe_dump(metafile(repo), sort_keys=False, width=79)
+    page = f'{head}{START}\n{results_table(repo, load_from)}\n{END}{tail}'
+    meta = yaml.safe_dump(metafile(repo, load_from), sort_keys=False,
+                          width=79)
     index = yaml.safe_dump({'Import': [METAFILE]}, sort_keys=False)
     return {PAGE: page, METAFILE: meta, MODEL_INDEX: index}
 
 
-def stale_files(repo: str) -> List[str]:
+def stale_files(repo: str, load_from: LoadFrom) -> List[str]:
     """The generated files whose text differs from the stored runs'."""
     stale = []
-    for path, text in expected_files(repo).items():
+    for path, text in expected_files(repo, load_from).items():
         full = osp.join(repo, path)
         if not osp.isfile(full) or open(full).read() != text:
             stale.append(path)
     return stale
 
 
-def write_files(repo: str) -> List[str]:
+def write_files(repo: str, load_from: LoadFrom) -> List[str]:
     from ..fileio import atomic_write
     written = []
-    for path, text in expected_files(repo).items():
+    for path, text in expected_files(repo, load_from).items():
         full = osp.join(repo, path)
         if osp.isfile(full) and open(full).read() == text:
             continue
