@@ -181,7 +181,7 @@ def loss_surface(cfg, float_model: nn.Module, calib: CalibrationSet,
     init) with every other clip at its Lp init: the paper's figure 1."""
     model = copy.deepcopy(float_model)
     quantizer = make_quantizer(cfg.quantizer, 'l2', bits, bits)
-    quantizer.wrap(model)
+    quantizer.wrap(model, calib.inputs[0])
     objective = CalibrationObjective(build_chain(model, calib.inputs[0]),
                                      calib, model=model)
     ClipInitializer(objective, quantizer.init)(quantizer.init.p)

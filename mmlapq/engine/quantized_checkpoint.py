@@ -19,8 +19,8 @@ import torch
 import torch.nn as nn
 
 from ..fileio import atomic_write
-from ..quant import Grid, LayerPlan, QuantSettings, quant_layers, \
-    quantize_model, quantizers
+from ..quant import (Grid, LayerPlan, QuantSettings, conv_output_names,
+                     quant_layers, quantize_model, quantizers)
 from ..quant.equalize import replace_relu6
 from ..quant.int_weights import (integer_grid_error, layer_weight_codes,
                                  pack_codes, unpack_codes)
@@ -89,7 +89,9 @@ def apply_quantized_state(model: nn.Module, state_dict: dict,
     # model's structure (ReLU6 -> ReLU) is redone here.
     replace_relu6(model, (lapq_state.get('equalization') or {}).get(
         'relu6_replaced', []))
-    plans = quantize_model(model, quant)
+    saved_plans = [LayerPlan(**p) for p in lapq_state['plans']]
+    plans = quantize_model(model, quant,
+                           conv_outputs=conv_output_names(saved_plans))
     qs = quantizers(model)
     if set(qs) != set(lapq_state['clips']):
         raise LAPQError('the quantized checkpoint was made for other layers: '
@@ -115,7 +117,7 @@ def apply_quantized_state(model: nn.Module, state_dict: dict,
         layers[name].bias_shift = shift.to(layers[name].weight.device)
     for name, layer_codes in codes.items():
         layers[name].set_weight_codes(layer_codes)
-    return [LayerPlan(**p) for p in lapq_state['plans']] or plans
+    return saved_plans or plans
 
 
 def load_quantized_checkpoint(model: nn.Module, path: str

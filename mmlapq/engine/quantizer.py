@@ -285,9 +285,14 @@ class LAPQQuantizer:
         mixed-precision allocation's widths once it is chosen."""
         return self.state.quant or self.quant
 
-    def wrap(self, model: nn.Module):
+    def wrap(self, model: nn.Module, probe: Optional[torch.Tensor] = None):
+        """Wrap ``model`` in place; ``probe`` (a calibration batch) finds
+        the convs whose outputs a float op reads (they get output
+        quantizers)."""
         try:
-            return quantize_model(model, self.wrap_settings)
+            return quantize_model(model, self.wrap_settings,
+                                  example=None if probe is None
+                                  else probe[:2])
         except ValueError as exc:
             raise LAPQError(str(exc)) from None
 
@@ -305,7 +310,7 @@ class LAPQQuantizer:
             with tf32_mode(self.allow_tf32):
                 self.choose_widths(model, calib, logger, reduce_fn,
                                    reduce_hist, search_state)
-        plans = self.wrap(model)
+        plans = self.wrap(model, calib.inputs[0])
         if self.mixed is not None:  # the budget used, measured on the model
             try:
                 self.state.mixed['used'] = check_running(

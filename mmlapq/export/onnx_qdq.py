@@ -50,6 +50,7 @@ import torch.nn as nn
 
 from ..fileio import atomic_write
 from ..quant.control import quant_layers
+from ..quant.conv_outputs import output_quantizer_module
 from ..quant.grids import Grid
 from ..quant.int_weights import (code_range, integer_grid_error,
                                  layer_weight_codes, weight_step)
@@ -176,6 +177,10 @@ def _plain_layer(layer: nn.Module) -> nn.Module:
                               'at zero: quantize inputs on a signed or '
                               'unsigned grid')
         _quantize_input_on_export(plain, quantizer)
+    output = output_quantizer_module(layer)
+    if output is not None:  # QDQ after the conv: the runtime fuses them
+        qdq = _InputQDQ(output.input_quantizer)
+        plain.register_forward_hook(lambda _, __, y: qdq(y))
     return plain
 
 

@@ -353,7 +353,11 @@ class QuantConv2d(QuantLayerMixin, nn.Conv2d):
         return self._conv_forward(self.pad_input(x), w, b)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.quant_forward(x)
+        y = self.quant_forward(x)
+        # An output quantizer (quant/conv_outputs.py), called even while
+        # quantization is off so that hooks see the same calls.
+        output = self._modules.get('output')
+        return y if output is None else output(y)
 
     def extra_repr(self) -> str:
         return f'{super().extra_repr()}, {self.quant_repr()}'

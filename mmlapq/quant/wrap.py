@@ -14,6 +14,7 @@ import fnmatch
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence, Union
 
+import torch
 import torch.nn as nn
 
 from .bn_fold import fold_batch_norms
@@ -24,6 +25,8 @@ from .qmodules import (ACT_TYPES, POOL_TYPES, QUANT_LAYER_TYPES, QuantAct,
                        QuantConv2d, QuantLinear, has_same_padding,
                        quantize_module_input)
 from .attention import quantize_attention_matmuls
+from .conv_outputs import (OUTPUT_CHILD, convs_read_in_float,
+                           quantize_conv_outputs)
 from .residual import quantize_residual_adds
 
 FLOAT_TYPES = {'Conv2d': nn.Conv2d, 'Linear': nn.Linear}
@@ -74,6 +77,11 @@ class QuantSettings:
     # (docs/deployment.md).
     add_bits: Optional[int] = 8
     shortcut_bits: Optional[int] = 8
+    # The integer target's output quantizers of the convs whose outputs a
+    # float op reads (LayerNorm, GELU, an add, a concat), so that those
+    # convs run on integer kernels too (quant/conv_outputs.py); None: such
+    # convs keep a float output and run as float convs in a runtime.
+    conv_output_bits: Optional[int] = 8
     # Cross-layer equalization before wrapping (quant/equalize.py): False,
     # True (defaults) or a dict of EqualizeSettings fields.
     equalize: Union[bool, dict] = False
@@ -116,7 +124,8 @@ class QuantSettings:
                      BIAS_CORRECTIONS)
         check_choice('act_quant', self.act_quant, ACT_QUANT_PLACES)
         check_choice('target', self.target, TARGETS)
-        for key in ('add_bits', 'shortcut_bits', 'softmax_bits'):
+        for key in ('add_bits', 'shortcut_bits', 'softmax_bits',
+                    'conv_output_bits'):
             if getattr(self, key) is not None:
                 check_bits(getattr(self, key), key)
         if self.a_signed not in ('auto', True, False):
@@ -345,11 +354,18 @@ def _plan_group(candidates, settings: QuantSettings, w_bits, a_bits
     return plans
 
 
-def quantize_model(model: nn.Module, settings: QuantSettings
+def quantize_model(model: nn.Module, settings: QuantSettings,
+                   example: Optional[torch.Tensor] = None,
+                   conv_outputs: Optional[Sequence[str]] = None
                    ) -> List[LayerPlan]:
     """Fold BN (if asked) and swap the planned layers for quantized ones, in
     place. Input grids start unsigned or signed as ``a_signed`` says ('auto'
     starts unsigned; the initialiser switches an input that goes negative).
+
+    The convs whose outputs a float op reads get output quantizers
+    (``conv_output_bits``, the integer target): those named in
+    ``conv_outputs`` (a saved model's), or else those found by one forward
+    of ``model`` on ``example`` (none without an example).
     Returns the plan."""
     if settings.fold_bn:
         fold_batch_norms(model)
@@ -388,12 +404,28 @@ def quantize_model(model: nn.Module, settings: QuantSettings
         added += [LayerPlan(name, kind, None, bits)
                   for name, kind, bits in quantize_residual_adds(
                       model, settings.add_bits, settings.shortcut_bits)]
+    integer_inputs = settings.target == 'integer' and \
+        settings.act_quant == 'layer_inputs'
+    if integer_inputs and settings.conv_output_bits is not None:
+        if conv_outputs is None and example is not None:
+            conv_outputs = list(convs_read_in_float(model, example))
+        added += [LayerPlan(name, kind, None, bits)
+                  for name, kind, bits in quantize_conv_outputs(
+                      model, conv_outputs or [], settings.conv_output_bits,
+                      a_kind)]
     if added:
         order = {n: i for i, (n, _) in enumerate(model.named_modules())}
         plans = sorted(plans + added, key=lambda p: order[p.name])
-    if settings.target == 'integer' and settings.act_quant == 'layer_inputs':
+    if integer_inputs:
         _full_range_signed_activations(model)
     return plans
+
+
+def conv_output_names(plans: Sequence[LayerPlan]) -> List[str]:
+    """The convs given output quantizers in ``plans`` (to rebuild them)."""
+    suffix = f'.{OUTPUT_CHILD}'
+    return [p.name[:-len(suffix)] for p in plans
+            if p.type == 'ConvOutput' and p.name.endswith(suffix)]
 
 
 def _full_range_signed_activations(model: nn.Module) -> None:

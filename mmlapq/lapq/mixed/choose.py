@@ -45,7 +45,8 @@ def choose_widths(model: nn.Module, quant: QuantSettings,
     base_bits = settings.base_bits
     edges = 'same' if settings.free_first_last else quant.first_last
     quantize_model(base, replace(quant, w_bits=base_bits, a_bits=base_bits,
-                                 first_last=edges))
+                                 first_last=edges),
+                   example=calib.inputs[0][:2])
     objective = CalibrationObjective(build_chain(base, calib.inputs[0]),
                                      calib, model=base, cache_bytes=0,
                                      reduce_fn=reduce_fn)
