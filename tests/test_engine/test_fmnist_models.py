@@ -59,12 +59,12 @@ def test_committed_checkpoint_is_small_plain_and_documented(name):
 
 
 def documented_sha256(checkpoint: str) -> str:
-    """The sha256 README gives next to the checkpoint's path (in the same
-    sentence or table row)."""
-    text = open(osp.join(REPO, 'README.md')).read()
+    """The sha256 docs/default_model.md (the bundled models' page) gives
+    next to the checkpoint's path (in the same sentence or table row)."""
+    text = open(osp.join(REPO, 'docs', 'default_model.md')).read()
     found = re.search(re.escape(checkpoint) + r'`?[^`]{0,120}`([0-9a-f]{64})`',
                       text)
-    assert found, f'README gives no sha256 next to {checkpoint}'
+    assert found, f'docs/default_model.md gives no sha256 next to {checkpoint}'
     return found.group(1)
 
 

@@ -8,7 +8,8 @@ import shutil
 import yaml
 from inprocess import tool_module
 
-from mmlapq.report.results import METAFILE, MODEL_INDEX, PAGE, SOURCES
+from mmlapq.report.results import (METAFILE, MODEL_INDEX, PAGE, README,
+                                   README_ROWS, SOURCES)
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -57,9 +58,12 @@ def test_check_passes_here_and_fails_on_a_hand_edited_figure(tmp_path):
     copy = tmp_path / 'repo'
     shutil.copytree(osp.join(REPO, 'configs'), copy / 'configs')
     shutil.copy(osp.join(REPO, MODEL_INDEX), copy / MODEL_INDEX)
-    for source in SOURCES:
-        (copy / osp.dirname(source.run)).mkdir(parents=True, exist_ok=True)
-        shutil.copy(osp.join(REPO, source.run), copy / source.run)
+    shutil.copy(osp.join(REPO, README), copy / README)
+    runs = {s.run for s in SOURCES} | {c.run for cells in README_ROWS.values()
+                                       for c in cells if c is not None}
+    for run in runs:
+        (copy / osp.dirname(run)).mkdir(parents=True, exist_ok=True)
+        shutil.copy(osp.join(REPO, run), copy / run)
     assert tool.main(['--check', '--repo', str(copy)]) == 0
     page = copy / PAGE
     text = page.read_text()
@@ -73,3 +77,24 @@ def test_check_passes_here_and_fails_on_a_hand_edited_figure(tmp_path):
     assert page.read_text() == text  # the runs' figure is back
     (copy / first.run).unlink()  # a run that is gone is an error
     assert tool.main(['--check', '--repo', str(copy)]) == 1
+
+
+def test_check_fails_on_a_hand_edited_readme_figure(tmp_path):
+    """README's results table: one figure edited by hand fails the check,
+    --write puts the stored run's figure back."""
+    tool = results_tool()
+    copy = tmp_path / 'repo'
+    shutil.copytree(osp.join(REPO, 'configs'), copy / 'configs')
+    shutil.copytree(osp.join(REPO, 'docs'), copy / 'docs')
+    for name in (MODEL_INDEX, README):
+        shutil.copy(osp.join(REPO, name), copy / name)
+    assert tool.main(['--check', '--repo', str(copy)]) == 0
+    readme = copy / README
+    text = readme.read_text()
+    row = next(line for line in text.splitlines()
+               if line.startswith('| MobileNetV2 |'))
+    figure = row.split('|')[4].split('+-')[0].strip()  # W4A4
+    readme.write_text(text.replace(row, row.replace(figure, '99.99', 1)))
+    assert tool.main(['--check', '--repo', str(copy)]) == 1
+    assert tool.main(['--write', '--repo', str(copy)]) == 0
+    assert readme.read_text() == text
