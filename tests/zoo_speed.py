@@ -96,7 +96,24 @@ def time_backbone(name: str, prepared: dict, out: str, rounds: int) -> dict:
     for row in result['rows']:
         if row['model'] in files:
             row['float_layers'] = float_layers(files[row['model']], out)
+    # ours against PyTorch on the 64 synthetic images, in both runtimes
+    from mmlapq.engine.export import compare_with_runtime
+    qckpt = osp.splitext(prepared['models']['w8a8'])[0] + '.pth'
+    result['agreement'] = {
+        runtime: compare_with_runtime(cfg, qckpt, prepared['models']['w8a8'],
+                                      batch_size=16, runtime=runtime)
+        for runtime in ('onnxruntime', 'openvino')}
     return result
+
+
+def agreement_line(results: dict) -> str:
+    parts = []
+    for name, result in results.items():
+        a = result['agreement']
+        parts.append(f"{name} {a['onnxruntime']['agreement']:.1f} / "
+                     f"{a['openvino']['agreement']:.1f}")
+    return ('Ours W8A8 predicting what PyTorch predicts, % of the 64 '
+            'synthetic images, onnxruntime / OpenVINO: ' + ', '.join(parts))
 
 
 def table(results: dict) -> str:
@@ -157,7 +174,7 @@ def main(argv=None) -> int:
     from mmlapq.engine.env import cpu_model
     results = {n: time_backbone(n, prepared[n], osp.join(args.out, n),
                                 args.rounds) for n in names}
-    text = table(results)
+    text = table(results) + '\n\n' + agreement_line(results)
     summary = dict(size=args.size, rounds=args.rounds, threads=2,
                    cpu=cpu_model(), torch=torch.__version__,
                    backbones=results)

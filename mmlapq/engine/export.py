@@ -103,42 +103,57 @@ def _batch_independent(path: str, example: torch.Tensor) -> bool:
         for part, a in zip((both[:len(x)], both[len(x):]), alone))
 
 
-@torch.no_grad()
 def compare_with_onnxruntime(cfg, checkpoint: str, onnx_path: str,
                              num_images: Optional[int] = None,
                              batch_size: int = 500) -> Dict[str, float]:
-    """Top-1 of the PyTorch model and of the ONNX model in onnxruntime on
-    the test set, the share of images where their predictions agree, and
-    the largest absolute logit difference. Predictions and top-1 are
-    mmcls's: the argmax of the softmax scores (two logits a hair apart can
-    have equal float32 scores; mmcls then takes the lower class)."""
-    from ..export.onnxruntime import ort_session
+    """:func:`compare_with_runtime` in onnxruntime."""
+    return compare_with_runtime(cfg, checkpoint, onnx_path, num_images,
+                                batch_size, 'onnxruntime')
+
+
+@torch.no_grad()
+def compare_with_runtime(cfg, checkpoint: str, onnx_path: str,
+                         num_images: Optional[int] = None,
+                         batch_size: int = 500,
+                         runtime: str = 'onnxruntime') -> Dict[str, float]:
+    """Top-1 of the PyTorch model and of the ONNX model in ``runtime``
+    ('onnxruntime' or 'openvino') on the test set, the share of images
+    where their predictions agree, and the largest absolute logit
+    difference. Predictions and top-1 are mmcls's: the argmax of the
+    softmax scores (two logits a hair apart can have equal float32 scores;
+    mmcls then takes the lower class)."""
+    import onnx
+
+    from ..export.onnxruntime import ort_runner
+    from ..export.openvino import openvino_runner
     model = build_model(cfg, checkpoint)
     Accuracy = accuracy_metric()
-    session = ort_session(onnx_path)
-    static_batch = session.get_inputs()[0].shape[0]
-    if isinstance(static_batch, int):  # exported for that batch only
-        batch_size = static_batch
+    batch_dim = onnx.load(onnx_path).graph.input[0].type.tensor_type.shape \
+        .dim[0]
+    if batch_dim.HasField('dim_value'):  # exported for that batch only
+        batch_size = batch_dim.dim_value
+    run = ort_runner(onnx_path) if runtime == 'onnxruntime' \
+        else openvino_runner(onnx_path)
     agree, max_diff = 0, 0.0
-    scores = dict(torch=[], onnxruntime=[])
+    scores = dict(torch=[], runtime=[])
     labels = []
     for images, batch_labels in preprocessed_test_set(cfg, model, num_images,
                                                       batch_size):
         labels.append(torch.from_numpy(batch_labels))
         ref = model(torch.from_numpy(images), mode='tensor')
-        out = torch.from_numpy(session.run(None, {'input': images})[0])
+        out = torch.from_numpy(np.asarray(run(images)))
         max_diff = max(max_diff, float((out - ref).abs().max()))
         ref, out = ref.softmax(1), out.softmax(1)
         agree += int((ref.argmax(1) == out.argmax(1)).sum())
         scores['torch'].append(ref)
-        scores['onnxruntime'].append(out)
+        scores['runtime'].append(out)
     target = torch.cat(labels)
     top1 = {k: float(Accuracy.calculate(torch.cat(v), target,
                                         topk=(1, ))[0][0])
             for k, v in scores.items()}
     return dict(images=len(target), agreement=100.0 * agree / len(target),
                 top1_torch=top1['torch'],
-                top1_onnxruntime=top1['onnxruntime'],
+                **{f'top1_{runtime}': top1['runtime']},
                 max_abs_logit_diff=max_diff)
 
 

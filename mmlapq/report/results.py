@@ -1,8 +1,8 @@
-"""The algorithm page's figures and README's results table, from stored
-runs.
+"""The algorithm page's figures, and the result tables of README and
+docs/ (report/result_tables.py), from stored runs.
 
-``configs/lapq/README.md`` and README.md (between their ``<!-- results
--->`` markers) and ``configs/lapq/metafile.yml`` (OpenMMLab's
+``configs/lapq/README.md`` (between its ``<!-- results -->`` markers) and
+``configs/lapq/metafile.yml`` (OpenMMLab's
 model-index format) are written from the ``benchmark.json`` of stored
 ``tools/benchmark.py --seeds 3`` runs under docs/: the mean +- sd of each
 top-1 over the calibration seeds. ``tools/results.py --check`` fails where a file
@@ -19,7 +19,6 @@ import yaml
 PAGE = 'configs/lapq/README.md'
 METAFILE = 'configs/lapq/metafile.yml'
 MODEL_INDEX = 'model-index.yml'
-START, END = '<!-- results -->', '<!-- /results -->'
 PAPER = dict(URL='https://arxiv.org/abs/1911.07190',
              Title='Loss Aware Post-training Quantization')
 
@@ -57,90 +56,6 @@ SOURCES = (
            'docs/benchmark_deit-tiny-6l_config_seeds/benchmark.json',
            'config', 'w4a4', 'softmax output at 8 bits'),
 )
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One figure of README's results table: a stored run, its method and
-    bits."""
-    run: str
-    method: str
-    bits: str
-
-
-README = 'README.md'
-README_COLUMNS = ('W8A8', 'W4A4', 'W3A3', 'mixed, BOPs of W4A4')
-_RUN = 'docs/benchmark_{}/benchmark.json'
-# model -> (FP32 and the columns' cells; None: not measured)
-README_ROWS = {
-    'VGG-11-BN': (
-        Cell(_RUN.format('vgg11bn_w8a8_seeds'), 'lp', 'w8a8'),
-        Cell(_RUN.format('vgg11bn_config_seeds'), 'config', 'w4a4'),
-        Cell(_RUN.format('seeds'), 'lapq_gptq', 'w3a3'),
-        None),
-    'ResNet-18': (
-        Cell(_RUN.format('resnet18_w8a8_seeds'), 'lp', 'w8a8'),
-        Cell(_RUN.format('resnet18_lsq_seeds'), 'lapq_qdrop_lsq', 'w4a4'),
-        Cell(_RUN.format('resnet18_lsq_seeds'), 'lapq_qdrop_lsq', 'w3a3'),
-        Cell(_RUN.format('resnet18_mixed_seeds'), 'lapq_mixed', 'w4a4')),
-    'MobileNetV2': (
-        Cell(_RUN.format('mobilenet-v2_w8a8_seeds'), 'lp', 'w8a8'),
-        Cell(_RUN.format('mobilenet-v2_lsq_seeds'), 'lapq_qdrop_lsq', 'w4a4'),
-        Cell(_RUN.format('mobilenet-v2_lsq_seeds'), 'lapq_qdrop_lsq', 'w3a3'),
-        Cell(_RUN.format('mobilenet-v2_mixed_seeds'), 'lapq_mixed', 'w4a4')),
-    'DeiT-style ViT, 6 layers': (
-        Cell(_RUN.format('deit-tiny-6l_lp_seeds'), 'lp', 'w8a8'),
-        Cell(_RUN.format('deit-tiny-6l_config_seeds'), 'config', 'w4a4'),
-        None, None),
-}
-README_CAPTION = (
-    'Top-1 (%) on all 10,000 Fashion-MNIST test images, mean +- sd over '
-    '3 calibration seeds (512 training images each). W8A8: the Lp init '
-    'alone. W4A4: each model\'s config (VGG-11-BN: GPTQ rounding + the '
-    'search; ResNet-18, MobileNetV2: QDrop with learned activation steps + '
-    'the search; the ViT: LayerNorm reparameterization, QDrop, learned '
-    'steps + the search, softmax output at 8 bits). W3A3: the same recipe '
-    'at W3A3. Mixed: per-layer widths at the BOPs of W4A4 '
-    '(`*_mixed_bops-w4a4.py`). The test set\'s standard error near 92% '
-    'is 0.27 points.')
-
-
-def _cell(repo: str, cell: Cell) -> dict:
-    return measured(repo, Source('', '', cell.run, cell.method, cell.bits))
-
-
-def readme_table(repo: str) -> str:
-    """README's results table (see README_ROWS), with its caption: what
-    each column ran, and the machines and dates of the runs."""
-    lines = ['| model | FP32 | ' + ' | '.join(README_COLUMNS) + ' |',
-             '|---|' + '---|' * (len(README_COLUMNS) + 1)]
-    machines: Dict[str, set] = {}
-    for model, cells in README_ROWS.items():
-        figures = [None if c is None else _cell(repo, c) for c in cells]
-        fp32 = next(f['fp32'] for f in figures if f is not None)
-        row = [model, f'{fp32:.2f}']
-        for fig in figures:
-            if fig is None:
-                row.append('-')
-                continue
-            row.append(f"{fig['top1']:.2f} +- {fig['top1_sd']:.2f}")
-            machines.setdefault(fig['cpu'] or 'CPU model not recorded',
-                                set()).add(fig['date'])
-        lines.append('| ' + ' | '.join(row) + ' |')
-    where = '; '.join(f"{cpu}: runs of {', '.join(sorted(dates))}"
-                      for cpu, dates in sorted(machines.items()))
-    lines += ['', f'{README_CAPTION} Two x86-64 cores; {where}. Written by '
-              '`python tools/results.py --write` from the stored runs '
-              '(docs/benchmark_*).']
-    return '\n'.join(lines)
-
-
-def _between_markers(path: str, text: str, table: str) -> str:
-    if START not in text or END not in text:
-        raise ValueError(f'{path} lacks the {START} ... {END} markers')
-    head, rest = text.split(START, 1)
-    tail = rest.split(END, 1)[1]
-    return f'{head}{START}\n{table}\n{END}{tail}'
 
 
 def _bits(text: str) -> tuple:
@@ -258,14 +173,18 @@ def results_table(repo: str, load_from: LoadFrom) -> str:
 
 def expected_files(repo: str, load_from: LoadFrom) -> Dict[str, str]:
     """Path -> the text each generated file must hold."""
-    page = _between_markers(PAGE, open(osp.join(repo, PAGE)).read(),
-                            results_table(repo, load_from))
-    readme = _between_markers(README, open(osp.join(repo, README)).read(),
-                              readme_table(repo))
+    from .result_tables import TABLES, between_markers, render
+    page = between_markers(PAGE, open(osp.join(repo, PAGE)).read(),
+                           results_table(repo, load_from))
+    files = {}
+    for table in TABLES:
+        text = files.get(table.path) or open(osp.join(repo, table.path)).read()
+        files[table.path] = between_markers(table.path, text,
+                                            render(repo, table), table.marker)
     meta = yaml.safe_dump(metafile(repo, load_from), sort_keys=False,
                           width=79)
     index = yaml.safe_dump({'Import': [METAFILE]}, sort_keys=False)
-    return {PAGE: page, METAFILE: meta, MODEL_INDEX: index, README: readme}
+    return {PAGE: page, METAFILE: meta, MODEL_INDEX: index, **files}
 
 
 def stale_files(repo: str, load_from: LoadFrom) -> List[str]:

@@ -79,7 +79,8 @@ def test_user_config_quantizes_reloads_and_exports(name, tmp_path, capsys):
     assert printed_top1(capsys.readouterr().out) == \
         report['quantized']['top1']
     from mmlapq.engine.config import load_config
-    from mmlapq.engine.export import compare_with_onnxruntime, export_onnx
+    from mmlapq.engine.export import (compare_with_onnxruntime,
+                                      compare_with_runtime, export_onnx)
     cfg = load_config(config)
     onnx_path = str(tmp_path / 'model.onnx')
     info = export_onnx(cfg, qckpt, onnx_path)
@@ -87,3 +88,7 @@ def test_user_config_quantizes_reloads_and_exports(name, tmp_path, capsys):
     assert info['dynamic_batch'], name
     check = compare_with_onnxruntime(cfg, qckpt, onnx_path)
     assert check['agreement'] == 100.0, check
+    if name in ('convnext-t', 'swin-t'):  # convs behind output quantizers
+        check = compare_with_runtime(cfg, qckpt, onnx_path,
+                                     runtime='openvino')
+        assert check['agreement'] == 100.0, check

@@ -8,8 +8,8 @@ import shutil
 import yaml
 from inprocess import tool_module
 
-from mmlapq.report.results import (METAFILE, MODEL_INDEX, PAGE, README,
-                                   README_ROWS, SOURCES)
+from mmlapq.report.result_tables import README_TABLE, TABLES
+from mmlapq.report.results import METAFILE, MODEL_INDEX, PAGE, SOURCES
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -58,9 +58,14 @@ def test_check_passes_here_and_fails_on_a_hand_edited_figure(tmp_path):
     copy = tmp_path / 'repo'
     shutil.copytree(osp.join(REPO, 'configs'), copy / 'configs')
     shutil.copy(osp.join(REPO, MODEL_INDEX), copy / MODEL_INDEX)
-    shutil.copy(osp.join(REPO, README), copy / README)
-    runs = {s.run for s in SOURCES} | {c.run for cells in README_ROWS.values()
-                                       for c in cells if c is not None}
+    for table in TABLES:
+        target = copy / table.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(osp.join(REPO, table.path), target)
+    runs = {s.run for s in SOURCES} | {
+        c.path for table in TABLES for cells in table.rows.values()
+        for c in cells if c is not None
+        and osp.isfile(osp.join(REPO, c.path))}
     for run in runs:
         (copy / osp.dirname(run)).mkdir(parents=True, exist_ok=True)
         shutil.copy(osp.join(REPO, run), copy / run)
@@ -86,10 +91,10 @@ def test_check_fails_on_a_hand_edited_readme_figure(tmp_path):
     copy = tmp_path / 'repo'
     shutil.copytree(osp.join(REPO, 'configs'), copy / 'configs')
     shutil.copytree(osp.join(REPO, 'docs'), copy / 'docs')
-    for name in (MODEL_INDEX, README):
+    for name in (MODEL_INDEX, README_TABLE.path):
         shutil.copy(osp.join(REPO, name), copy / name)
     assert tool.main(['--check', '--repo', str(copy)]) == 0
-    readme = copy / README
+    readme = copy / README_TABLE.path
     text = readme.read_text()
     row = next(line for line in text.splitlines()
                if line.startswith('| MobileNetV2 |'))

@@ -1,0 +1,149 @@
+"""The result tables of README.md and docs/, from stored runs.
+
+Each table is data: a file, the marker pair it sits between (``<!--
+results -->`` or ``<!-- results: NAME -->``), its columns, and per row the
+stored run, method and bits of each cell. :func:`render` writes the table
+and a caption that names the machines and dates of the runs it read;
+``tools/results.py --write`` puts it between the markers and ``--check``
+fails where the file holds anything else."""
+import os.path as osp
+from dataclasses import dataclass
+from typing import Dict, Optional, Sequence, Tuple
+
+from .results import Source, measured
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One figure: a stored run (docs/benchmark_NAME), its method and
+    bits."""
+    run: str
+    method: str
+    bits: str
+
+    @property
+    def path(self) -> str:
+        return f'docs/benchmark_{self.run}/benchmark.json'
+
+
+@dataclass(frozen=True)
+class Table:
+    path: str
+    marker: str  # '' for <!-- results -->
+    columns: Sequence[str]
+    rows: Dict[str, Tuple[Optional[Cell], ...]]
+    caption: str
+    # A cell whose run is not stored yet reads "not measured" instead of
+    # failing the check (for tables that grow run by run).
+    missing_ok: bool = False
+
+
+README_TABLE = Table(
+    'README.md', '', ('W8A8', 'W4A4', 'W3A3', 'mixed, BOPs of W4A4'), {
+        'VGG-11-BN': (
+            Cell('vgg11bn_w8a8_seeds', 'lp', 'w8a8'),
+            Cell('vgg11bn_config_seeds', 'config', 'w4a4'),
+            Cell('seeds', 'lapq_gptq', 'w3a3'),
+            None),
+        'ResNet-18': (
+            Cell('resnet18_w8a8_seeds', 'lp', 'w8a8'),
+            Cell('resnet18_lsq_seeds', 'lapq_qdrop_lsq', 'w4a4'),
+            Cell('resnet18_lsq_seeds', 'lapq_qdrop_lsq', 'w3a3'),
+            Cell('resnet18_mixed_seeds', 'lapq_mixed', 'w4a4')),
+        'MobileNetV2': (
+            Cell('mobilenet-v2_w8a8_seeds', 'lp', 'w8a8'),
+            Cell('mobilenet-v2_lsq_seeds', 'lapq_qdrop_lsq', 'w4a4'),
+            Cell('mobilenet-v2_lsq_seeds', 'lapq_qdrop_lsq', 'w3a3'),
+            Cell('mobilenet-v2_mixed_seeds', 'lapq_mixed', 'w4a4')),
+        'DeiT-style ViT, 6 layers': (
+            Cell('deit-tiny-6l_lp_seeds', 'lp', 'w8a8'),
+            Cell('deit-tiny-6l_config_seeds', 'config', 'w4a4'),
+            None, None),
+    },
+    'Top-1 (%) on all 10,000 Fashion-MNIST test images, mean +- sd over 3 '
+    'calibration seeds (512 training images each). W8A8: the Lp init '
+    "alone. W4A4: each model's config (VGG-11-BN: GPTQ rounding + the "
+    'search; ResNet-18, MobileNetV2: QDrop with learned activation steps + '
+    'the search; the ViT: LayerNorm reparameterization, QDrop, learned '
+    'steps + the search, softmax output at 8 bits). W3A3: the same recipe '
+    'at W3A3. Mixed: per-layer widths at the BOPs of uniform W4A4 '
+    "(`*_mixed_bops-w4a4.py`). The test set's standard error near 92% is "
+    '0.27 points.')
+
+BUDGETS = ('w8a8', 'w4a8', 'w4a4', 'w3a3', 'w2a4')
+
+
+def _mixed_row(model: str) -> Tuple[Optional[Cell], ...]:
+    return tuple(Cell(f'{model}_mixed_seeds' if b == 'w4a4'
+                      else f'{model}_mixed_{b}_seeds', 'lapq_mixed', b)
+                 for b in BUDGETS)
+
+
+def _uniform_row(model: str) -> Tuple[Optional[Cell], ...]:
+    lsq = f'{model}_lsq_seeds'
+    return (None, None, Cell(lsq, 'lapq_qdrop_lsq', 'w4a4'),
+            Cell(lsq, 'lapq_qdrop_lsq', 'w3a3'),
+            Cell(lsq, 'lapq_qdrop_lsq', 'w2a4'))
+
+
+MIXED_TABLE = Table(
+    'docs/mixed_precision.md', 'mixed',
+    tuple(f'BOPs of {b.upper()}' for b in BUDGETS), {
+        'MobileNetV2, mixed': _mixed_row('mobilenet-v2'),
+        'MobileNetV2, uniform (its config)': _uniform_row('mobilenet-v2'),
+        'ResNet-18, mixed': _mixed_row('resnet18'),
+        'ResNet-18, uniform (its config)': _uniform_row('resnet18'),
+    },
+    'Top-1 (%) on all 10,000 Fashion-MNIST test images, mean +- sd over 3 '
+    'calibration seeds. Mixed: `tools/benchmark.py '
+    'configs/lapq/MODEL_fmnist_mixed_bops-w4a4.py --methods lapq_mixed '
+    '--bits BUDGET --seeds 3` (the config, its budget set to the BOPs of '
+    'uniform BUDGET); uniform: the W4A4 config at that width (QDrop with '
+    'learned steps + the search).', missing_ok=True)
+
+TABLES = (README_TABLE, MIXED_TABLE)
+
+
+def _figure(repo: str, cell: Cell, missing_ok: bool) -> Optional[dict]:
+    if missing_ok and not osp.isfile(osp.join(repo, cell.path)):
+        return None
+    return measured(repo, Source('', '', cell.path, cell.method, cell.bits))
+
+
+def render(repo: str, table: Table) -> str:
+    """The table in markdown, FP32 first, then its caption: what each
+    column ran, and the machines and dates of the runs."""
+    lines = ['| model | FP32 | ' + ' | '.join(table.columns) + ' |',
+             '|---|' + '---|' * (len(table.columns) + 1)]
+    machines: Dict[str, set] = {}
+    for label, cells in table.rows.items():
+        figures = [None if c is None else _figure(repo, c, table.missing_ok)
+                   for c in cells]
+        fp32 = next((f['fp32'] for f in figures if f is not None), None)
+        row = [label, '-' if fp32 is None else f'{fp32:.2f}']
+        for cell, fig in zip(cells, figures):
+            if fig is None:
+                row.append('-' if cell is None else 'not measured')
+                continue
+            row.append(f"{fig['top1']:.2f} +- {fig['top1_sd']:.2f}")
+            machines.setdefault(fig['cpu'] or 'CPU model not recorded',
+                                set()).add(fig['date'])
+        lines.append('| ' + ' | '.join(row) + ' |')
+    where = '; '.join(f"{cpu}: runs of {', '.join(sorted(dates))}"
+                      for cpu, dates in sorted(machines.items()))
+    lines += ['', f'{table.caption} Two x86-64 cores; {where}. Written by '
+              '`python tools/results.py --write` from the stored runs '
+              '(docs/benchmark_*).']
+    return '\n'.join(lines)
+
+
+def between_markers(path: str, text: str, table: str,
+                    marker: str = '') -> str:
+    """``text`` with ``table`` between its marker pair."""
+    name = f'results: {marker}' if marker else 'results'
+    start, end = f'<!-- {name} -->', f'<!-- /{name} -->'
+    if start not in text or end not in text:
+        raise ValueError(f'{path} lacks the {start} ... {end} markers')
+    head, rest = text.split(start, 1)
+    tail = rest.split(end, 1)[1]
+    return f'{head}{start}\n{table}\n{end}{tail}'
