@@ -23,6 +23,8 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
+import numpy as np  # noqa: E402
+
 import zoo  # noqa: E402
 from imagenet_fixture import make_imagenet_folder  # noqa: E402
 
@@ -66,7 +68,7 @@ def prepare(name: str, out: str, size: int, bits_list) -> dict:
                 raise SystemExit(f'error: {name} W{bits}A{bits} did not '
                                  'quantize and export (log above)')
         models[f'w{bits}a{bits}'] = onnx_path
-    return dict(config=config, checkpoint=ckpt, models=models)
+    return dict(config=config, checkpoint=ckpt, models=models, size=size)
 
 
 def float_layers(path: str, work_dir: str) -> dict:
@@ -96,6 +98,14 @@ def time_backbone(name: str, prepared: dict, out: str, rounds: int) -> dict:
     for row in result['rows']:
         if row['model'] in files:
             row['float_layers'] = float_layers(files[row['model']], out)
+    # where the time goes at batch 64: ours and onnxruntime's static int8
+    from mmlapq.export.onnxruntime import op_type_times
+    x = np.random.default_rng(0).standard_normal(
+        (64, 3, prepared['size'], prepared['size'])).astype(np.float32)
+    result['op_ms_b64'] = {
+        label: op_type_times(files[label], x, runs=3, threads=2,
+                             work_dir=out)
+        for label in ('w8a8', 'onnxruntime int8')}
     # ours against PyTorch on the 64 synthetic images, in both runtimes
     from mmlapq.engine.export import compare_with_runtime
     qckpt = osp.splitext(prepared['models']['w8a8'])[0] + '.pth'
@@ -116,12 +126,23 @@ def agreement_line(results: dict) -> str:
             'synthetic images, onnxruntime / OpenVINO: ' + ', '.join(parts))
 
 
+def costliest_op(result: dict) -> str:
+    """The op type whose time at batch 64 exceeds onnxruntime's static
+    int8 model's the most, and by how many ms."""
+    ours, static = result['op_ms_b64']['w8a8'], \
+        result['op_ms_b64']['onnxruntime int8']
+    excess = {op: ms - static.get(op, 0.0) for op, ms in ours.items()}
+    op = max(excess, key=excess.get)
+    return f'{op} +{excess[op]:.0f} ms'
+
+
 def table(results: dict) -> str:
     lines = ['| backbone | ours W8A8 x onnxruntime static int8, batch 1 / '
              '64 | x its dynamic int8, batch 1 / 64 | ours x FP32, batch 1 '
              '/ 64 | ms at batch 1 / 64: FP32, static int8, ours | float '
-             'convs / matmuls left: ours, static int8 |',
-             '|---|---|---|---|---|---|']
+             'convs / matmuls left: ours, static int8 | op over static '
+             'int8 the most (batch 64) |',
+             '|---|---|---|---|---|---|---|']
     for name, result in results.items():
         rows = {r['model']: r for r in result['rows']}
         ours, static, fp32 = rows['w8a8'], rows['onnxruntime int8'], \
@@ -142,7 +163,7 @@ def table(results: dict) -> str:
             f"| {name} | {ratio(ours, static)} | "
             f"{ratio(ours, dynamic) if dynamic else '-'} | "
             f"{ratio(ours, fp32)} | {ms(fp32)}; {ms(static)}; {ms(ours)} | "
-            f"{left(ours)}; {left(static)} |")
+            f"{left(ours)}; {left(static)} | {costliest_op(result)} |")
     return '\n'.join(lines)
 
 

@@ -54,15 +54,10 @@ LAYER_KERNELS = FLOAT_KERNELS + ('QLinearConv', 'QGemm', 'QLinearMatMul',
                                  'MatMulInteger', 'ConvInteger')
 
 
-def kernel_times_by_layer(path: str, x: np.ndarray, runs: int = 20,
-                          threads: Optional[int] = 1,
-                          work_dir: Optional[str] = None
-                          ) -> Dict[str, float]:
-    """Milliseconds per run of each conv / matrix-product kernel of
-    ``path`` on ``x`` by the module it was exported from
-    (``backbone.layer1.0.conv1``), from onnxruntime's profiler: the median
-    over ``runs`` after one warm-up. The float ops just before a kernel (a
-    requantization, a Clip on codes) count to it."""
+def _profile_events(path: str, x: np.ndarray, runs: int,
+                    threads: Optional[int], work_dir: Optional[str]
+                    ) -> List[dict]:
+    """onnxruntime's profile events of ``runs + 1`` runs on ``x``."""
     import json
     import tempfile
     import onnxruntime as ort
@@ -80,8 +75,39 @@ def kernel_times_by_layer(path: str, x: np.ndarray, runs: int = 20,
         for _ in range(runs + 1):
             session.run(None, {name: x})
         with open(session.end_profiling()) as f:
-            events = json.load(f)
-    return layer_times(events)
+            return json.load(f)
+
+
+def kernel_times_by_layer(path: str, x: np.ndarray, runs: int = 20,
+                          threads: Optional[int] = 1,
+                          work_dir: Optional[str] = None
+                          ) -> Dict[str, float]:
+    """Milliseconds per run of each conv / matrix-product kernel of
+    ``path`` on ``x`` by the module it was exported from
+    (``backbone.layer1.0.conv1``), from onnxruntime's profiler: the median
+    over ``runs`` after one warm-up. The float ops just before a kernel (a
+    requantization, a Clip on codes) count to it."""
+    return layer_times(_profile_events(path, x, runs, threads, work_dir))
+
+
+def op_type_times(path: str, x: np.ndarray, runs: int = 5,
+                  threads: Optional[int] = None,
+                  work_dir: Optional[str] = None) -> Dict[str, float]:
+    """Milliseconds per run spent in each op type of the graph onnxruntime
+    runs for ``path`` on ``x`` (all runs after one warm-up, averaged):
+    where a model's time goes, next to another model of the same net."""
+    events = _profile_events(path, x, runs, threads, work_dir)
+    first = min((e for e in events if e.get('cat') == 'Session'
+                 and e['name'] == 'model_run'), key=lambda e: e['ts'])
+    warm = first['ts'] + first['dur']  # the warm-up run ends here
+    total: Dict[str, float] = {}
+    for event in events:
+        if event.get('cat') == 'Node' and event['ts'] >= warm and \
+                event['name'].endswith('_kernel_time'):
+            op = event['args'].get('op_name', '?')
+            total[op] = total.get(op, 0.0) + event['dur'] / 1e3
+    return {op: ms / runs for op, ms in
+            sorted(total.items(), key=lambda kv: -kv[1])}
 
 
 def layer_times(events: List[dict]) -> Dict[str, float]:

@@ -93,6 +93,8 @@ class _FloatReaders(TorchFunctionMode):
         else:
             for conv in convs:
                 self.read_in_float.setdefault(conv, _name(func))
+            for t in results:  # an in-place op's result is no conv output
+                self.source.pop(id(t), None)
         return out
 
 
