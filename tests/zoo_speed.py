@@ -9,7 +9,8 @@ transformers, ours; batch 1 and 64, in turns in one process) and counts
 the float convs and matrix products left in each optimized graph; writes
 zoo_speed.json and zoo_speed.md (into --results, default OUT):
 
-    python tests/zoo_speed.py all --out work_dirs/zoo_speed --bits 8 --time --results docs/zoo_speed
+    python tests/zoo_speed.py all --out work_dirs/zoo_speed --bits 8 \
+        --time --results docs/zoo_speed
     python tests/zoo_speed.py deit-t --out work_dirs/zoo_speed [--size 224]
 
 Without --time it prepares the files and prints the benchmark_onnx

@@ -23,7 +23,7 @@ def main(argv=None) -> int:
 
     from mmengine.config import Config
 
-    from mmlapq.report.results import stale_files, write_files
+    from mmlapq.report.result_tables import stale_files, write_files
 
     @functools.lru_cache(maxsize=None)
     def load_from(config: str):

@@ -8,9 +8,12 @@ and a caption that names the machines and dates of the runs it read;
 fails where the file holds anything else."""
 import os.path as osp
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
-from .results import Source, measured
+import yaml
+
+from .results import (MODEL_INDEX, METAFILE, PAGE, LoadFrom, Source,
+                      measured, metafile, results_table)
 
 
 @dataclass(frozen=True)
@@ -147,3 +150,44 @@ def between_markers(path: str, text: str, table: str,
     head, rest = text.split(start, 1)
     tail = rest.split(end, 1)[1]
     return f'{head}{start}\n{table}\n{end}{tail}'
+
+
+def expected_files(repo: str, load_from: LoadFrom) -> Dict[str, str]:
+    """Path -> the text each generated file must hold."""
+    page = between_markers(PAGE, open(osp.join(repo, PAGE)).read(),
+                           results_table(repo, load_from))
+    files = {}
+    for table in TABLES:
+        text = files.get(table.path) or open(osp.join(repo, table.path)).read()
+        files[table.path] = between_markers(table.path, text,
+                                            render(repo, table), table.marker)
+    meta = yaml.safe_dump(metafile(repo, load_from), sort_keys=False,
+                          width=79)
+    index = yaml.safe_dump({'Import': [METAFILE]}, sort_keys=False)
+    return {PAGE: page, METAFILE: meta, MODEL_INDEX: index, **files}
+
+
+def stale_files(repo: str, load_from: LoadFrom) -> List[str]:
+    """The generated files whose text differs from the stored runs'."""
+    stale = []
+    for path, text in expected_files(repo, load_from).items():
+        full = osp.join(repo, path)
+        if not osp.isfile(full) or open(full).read() != text:
+            stale.append(path)
+    return stale
+
+
+def write_files(repo: str, load_from: LoadFrom) -> List[str]:
+    from ..fileio import atomic_write
+    written = []
+    for path, text in expected_files(repo, load_from).items():
+        full = osp.join(repo, path)
+        if osp.isfile(full) and open(full).read() == text:
+            continue
+
+        def save(tmp, text=text):
+            with open(tmp, 'w') as f:
+                f.write(text)
+        atomic_write(full, save)
+        written.append(path)
+    return written

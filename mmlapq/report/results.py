@@ -1,20 +1,19 @@
-"""The algorithm page's figures, and the result tables of README and
-docs/ (report/result_tables.py), from stored runs.
+"""The algorithm page's figures, from stored runs.
 
 ``configs/lapq/README.md`` (between its ``<!-- results -->`` markers) and
-``configs/lapq/metafile.yml`` (OpenMMLab's
-model-index format) are written from the ``benchmark.json`` of stored
-``tools/benchmark.py --seeds 3`` runs under docs/: the mean +- sd of each
-top-1 over the calibration seeds. ``tools/results.py --check`` fails where a file
-differs from what the runs give, so no figure is edited by hand."""
+``configs/lapq/metafile.yml`` (OpenMMLab's model-index format) are written
+from the ``benchmark.json`` of stored ``tools/benchmark.py --seeds 3``
+runs under docs/: the mean +- sd of each top-1 over the calibration
+seeds. report/result_tables.py writes them with README's and docs' result
+tables; ``tools/results.py --check`` fails where a file differs from what
+the runs give, so no figure is edited by hand."""
 import glob
 import json
 import os.path as osp
 import re
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Optional
 
-import yaml
 
 PAGE = 'configs/lapq/README.md'
 METAFILE = 'configs/lapq/metafile.yml'
@@ -169,45 +168,3 @@ def results_table(repo: str, load_from: LoadFrom) -> str:
                  'its page says; not a speed benchmark). Written by '
                  '`python tools/results.py --write` from the stored runs.')
     return '\n'.join(lines)
-
-
-def expected_files(repo: str, load_from: LoadFrom) -> Dict[str, str]:
-    """Path -> the text each generated file must hold."""
-    from .result_tables import TABLES, between_markers, render
-    page = between_markers(PAGE, open(osp.join(repo, PAGE)).read(),
-                           results_table(repo, load_from))
-    files = {}
-    for table in TABLES:
-        text = files.get(table.path) or open(osp.join(repo, table.path)).read()
-        files[table.path] = between_markers(table.path, text,
-                                            render(repo, table), table.marker)
-    meta = yaml.safe_dump(metafile(repo, load_from), sort_keys=False,
-                          width=79)
-    index = yaml.safe_dump({'Import': [METAFILE]}, sort_keys=False)
-    return {PAGE: page, METAFILE: meta, MODEL_INDEX: index, **files}
-
-
-def stale_files(repo: str, load_from: LoadFrom) -> List[str]:
-    """The generated files whose text differs from the stored runs'."""
-    stale = []
-    for path, text in expected_files(repo, load_from).items():
-        full = osp.join(repo, path)
-        if not osp.isfile(full) or open(full).read() != text:
-            stale.append(path)
-    return stale
-
-
-def write_files(repo: str, load_from: LoadFrom) -> List[str]:
-    from ..fileio import atomic_write
-    written = []
-    for path, text in expected_files(repo, load_from).items():
-        full = osp.join(repo, path)
-        if osp.isfile(full) and open(full).read() == text:
-            continue
-
-        def save(tmp, text=text):
-            with open(tmp, 'w') as f:
-                f.write(text)
-        atomic_write(full, save)
-        written.append(path)
-    return written
