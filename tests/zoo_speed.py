@@ -17,6 +17,7 @@ Without --time it prepares the files and prints the benchmark_onnx
 command of each backbone.
 """
 import argparse
+import datetime
 import json
 import os
 import os.path as osp
@@ -194,14 +195,28 @@ def main(argv=None) -> int:
         return 0
     import torch
     from mmlapq.engine.env import cpu_model
-    results = {n: time_backbone(n, prepared[n], osp.join(args.out, n),
-                                args.rounds) for n in names}
-    text = table(results) + '\n\n' + agreement_line(results)
-    summary = dict(size=args.size, rounds=args.rounds, threads=2,
-                   cpu=cpu_model(), torch=torch.__version__,
-                   backbones=results)
     results_dir = args.results or args.out
     os.makedirs(results_dir, exist_ok=True)
+    stored = osp.join(results_dir, 'zoo_speed.json')
+    # Backbones timed before (another call) keep their rows.
+    results = json.load(open(stored))['backbones'] \
+        if osp.isfile(stored) else {}
+    for name in names:
+        result = time_backbone(name, prepared[name], osp.join(args.out, name),
+                               args.rounds)
+        result.update(cpu=cpu_model(), torch=torch.__version__,
+                      date=datetime.date.today().isoformat(),
+                      size=args.size)
+        results[name] = result
+    results = dict(sorted(results.items()))
+    where = sorted({f"{r['cpu']}, {r['date']}, {r['size']}x{r['size']}, "
+                    f"median of {r['rounds']} rounds"
+                    for r in results.values()})
+    text = (table(results) + '\n\n' + agreement_line(results) +
+            '\n\nRandom weights (speed only), onnxruntime, 2 threads, '
+            'each backbone\'s models timed in turns in one process: ' +
+            '; '.join(where) + '. Written by `python tests/zoo_speed.py`.')
+    summary = dict(threads=2, backbones=results)
     with open(osp.join(results_dir, 'zoo_speed.json'), 'w') as f:
         json.dump(summary, f, indent=1)
     with open(osp.join(results_dir, 'zoo_speed.md'), 'w') as f:

@@ -21,7 +21,8 @@ a known kind whose BNs are folded:
   grid's lower bound.
 
 The blocks are recognised by class name and module path (mmcls's ResNet
-``BasicBlock`` / ``Bottleneck`` and MobileNetV2 ``InvertedResidual``, whose
+``BasicBlock`` / ``Bottleneck``, ResNeXt's ``Bottleneck`` (RegNet's too),
+which keeps ResNet's forward, and MobileNetV2 ``InvertedResidual``, whose
 forwards add exactly ``branch + shortcut``; mmpretrain's classes of the
 same path match too, not yet tested: issue 22);
 a subclass (SE, ...) or any other block keeps a float add, exact but run
@@ -95,7 +96,9 @@ KINDS = (
     ResidualKind('InvertedResidual', _inverted_residual_convs, _last_norm,
                  lambda b: None),
 )
-_MODULES = ('.models.backbones.resnet', '.models.backbones.mobilenet_v2')
+# ResNeXt's Bottleneck (also RegNet's) changes only ResNet's __init__.
+_MODULES = ('.models.backbones.resnet', '.models.backbones.resnext',
+            '.models.backbones.mobilenet_v2')
 
 
 def residual_kind(block: nn.Module) -> Optional[ResidualKind]:

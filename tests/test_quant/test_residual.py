@@ -204,3 +204,26 @@ def test_a_block_of_another_class_keeps_a_float_add():
     assert not hasattr(block, 'input_quantizer')
     assert block.conv1.input_quantizer is not None
     assert hasattr(model.layer1[0], 'input_quantizer')
+
+
+@pytest.mark.parametrize('cfg', [
+    dict(type='ResNeXt', depth=50, groups=4, width_per_group=4),
+    dict(type='RegNet', arch='regnetx_400mf')])
+def test_resnext_and_regnet_bottlenecks_add_quantized_operands(cfg):
+    """ResNeXt's Bottleneck (RegNet builds its blocks from it) keeps
+    ResNet's forward: each block quantizes its input and both operands of
+    its add, and the wrapped model without clips is the folded float
+    model."""
+    model = backbone(cfg)
+    folded = copy.deepcopy(model)
+    fold_batch_norms(folded)
+    quantize_model(model, QuantSettings())
+    from mmlapq.quant.qmodules import unquantized_class
+    blocks = [m for m in model.modules()
+              if unquantized_class(m).__name__ == 'Bottleneck']
+    assert blocks and all(getattr(b, 'input_quantizer', None) is not None
+                          and b.norm3.input_quantizer is not None
+                          for b in blocks)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad(), quantization_disabled(model):
+        torch.testing.assert_close(model(x)[-1], folded(x)[-1])
