@@ -90,8 +90,13 @@ def apply_quantized_state(model: nn.Module, state_dict: dict,
     replace_relu6(model, (lapq_state.get('equalization') or {}).get(
         'relu6_replaced', []))
     saved_plans = [LayerPlan(**p) for p in lapq_state['plans']]
-    plans = quantize_model(model, quant,
-                           conv_outputs=conv_output_names(saved_plans))
+    try:
+        plans = quantize_model(model, quant,
+                               conv_outputs=conv_output_names(saved_plans))
+    except ValueError as exc:
+        raise LAPQError(f'the quantized checkpoint does not fit this '
+                        f'model ({exc}): use it with the config it was '
+                        'made with') from None
     qs = quantizers(model)
     if set(qs) != set(lapq_state['clips']):
         raise LAPQError('the quantized checkpoint was made for other layers: '

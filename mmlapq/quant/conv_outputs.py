@@ -22,7 +22,9 @@ Which convs: found by running the wrapped model once on an example batch
 and following each conv's output through ops that do not change which
 values are quantized (ReLU, max pool, views, permutes, dropout); a conv
 whose output reaches any other op outside a quantizer is read in float.
-Linear layers are left alone: a runtime already runs a Linear with
+A conv followed by a ReLU and then a float op is quantized before the
+ReLU (on a signed grid, the ReLU running in float after the
+``DequantizeLinear``). Linear layers are left alone: a runtime already runs a Linear with
 quantized inputs and a float output as an integer kernel
 (``MatMulIntegerToFloat``), so an output quantizer would only add error.
 """
@@ -109,11 +111,11 @@ def _integer_convs(model: nn.Module) -> Dict[str, QuantConv2d]:
             and m.input_grid_quantizer() is not None}
 
 
-def convs_read_in_float(model: nn.Module, example: torch.Tensor,
-                        forward=None) -> Dict[str, str]:
+def convs_read_in_float(model: nn.Module, example: torch.Tensor
+                        ) -> Dict[str, str]:
     """{conv name: the first float op that reads its output} for the
     integer-kernel convs of the wrapped ``model``, from one forward of
-    ``forward(model, example)`` (default: ``model(example)``)."""
+    ``model(example)`` in eval mode (the model's mode is restored)."""
     convs = _integer_convs(model)
     readers = _FloatReaders()
     handles = []
@@ -143,13 +145,13 @@ def convs_read_in_float(model: nn.Module, example: torch.Tensor,
     for name, conv in convs.items():
         handles.append(conv.register_forward_hook(
             lambda _, __, out, name=name: readers.mark(out, name)))
+    training = model.training
     try:
+        model.eval()  # no BN statistics move, no drop path runs
         with torch.no_grad(), readers:
-            if forward is None:
-                model(example)
-            else:
-                forward(model, example)
+            model(example)
     finally:
+        model.train(training)
         for handle in handles:
             handle.remove()
         for module in inner:
@@ -164,7 +166,8 @@ def quantize_conv_outputs(model: nn.Module, names: Sequence[str], bits: int,
                           kind: str = 'unsigned'
                           ) -> List[Tuple[str, str, int]]:
     """Give each conv in ``names`` an output quantizer on a ``bits``-bit
-    grid (its kind set by the clip init, as for inputs). Returns (module
+    grid of ``kind`` (with ``a_signed='auto'`` the clip init sets the kind
+    from the data, as for inputs), on the conv's device. Returns (module
     name, class name, bits) of every quantizer added."""
     added = []
     for name in names:
@@ -174,7 +177,7 @@ def quantize_conv_outputs(model: nn.Module, names: Sequence[str], bits: int,
                              'quantizer goes on a QuantConv2d')
         if output_quantizer_module(conv) is None:
             conv.add_module(OUTPUT_CHILD, quantize_module_input(
-                nn.Identity(), Grid(bits, kind)))
+                nn.Identity(), Grid(bits, kind)).to(conv.weight.device))
         added.append((f'{name}.{OUTPUT_CHILD}', 'ConvOutput', bits))
     return added
 

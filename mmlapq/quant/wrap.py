@@ -409,10 +409,13 @@ def quantize_model(model: nn.Module, settings: QuantSettings,
     if integer_inputs and settings.conv_output_bits is not None:
         if conv_outputs is None and example is not None:
             conv_outputs = list(convs_read_in_float(model, example))
+        # A conv's output has no ReLU to bound it: signed unless the clip
+        # init picks the grid from the data.
+        out_kind = a_kind if settings.a_signed == 'auto' else 'signed'
         added += [LayerPlan(name, kind, None, bits)
                   for name, kind, bits in quantize_conv_outputs(
                       model, conv_outputs or [], settings.conv_output_bits,
-                      a_kind)]
+                      out_kind)]
     if added:
         order = {n: i for i, (n, _) in enumerate(model.named_modules())}
         plans = sorted(plans + added, key=lambda p: order[p.name])

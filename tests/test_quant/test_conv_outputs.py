@@ -97,3 +97,25 @@ def test_convs_read_by_quantized_layers_only_get_none():
                           nn.Flatten(), nn.Linear(8, 4)).eval()
     plans = quantize_model(model, QuantSettings(**SAME), example=example())
     assert not [p for p in plans if p.type == 'ConvOutput']
+
+
+def test_with_unsigned_inputs_forced_an_output_is_still_signed():
+    """a_signed=False makes layer inputs unsigned (ReLU outputs); a conv's
+    output has no ReLU, so its quantizer keeps the negative values."""
+    torch.manual_seed(0)
+    model = ConvNeXtLike().eval()
+    quantize_model(model, QuantSettings(**SAME, a_signed=False),
+                   example=example())
+    assert quantizers(model)['stem.output.input'].grid.kind == 'signed_full'
+    assert quantizers(model)['conv1.input'].grid.kind == 'unsigned'
+
+
+def test_the_probe_runs_in_eval_mode_and_restores_the_mode():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8),
+                          nn.Conv2d(8, 4, 1))
+    quantize_model(model, QuantSettings(**SAME, fold_bn=False))
+    model.train()
+    before = model[1].running_mean.clone()
+    assert convs_read_in_float(model, example()) == {'0': 'batch_norm'}
+    assert model.training and torch.equal(model[1].running_mean, before)
