@@ -65,7 +65,8 @@ def prepare(name: str, out: str, size: int, bits_list) -> dict:
                 config, '--checkpoint', ckpt, '--work-dir', work_dir,
                 '--calib-images', '8', '--cfg-options',
                 f'quantizer.w_bits={bits}', f'quantizer.a_bits={bits}',
-                f'experiment_name={name}_w{bits}', *SHORT])
+                f'experiment_name={name}_w{bits}',
+                'quantizer.conv_output_bits=8', *SHORT])
             if code or export.main([config, qckpt]):
                 raise SystemExit(f'error: {name} W{bits}A{bits} did not '
                                  'quantize and export (log above)')

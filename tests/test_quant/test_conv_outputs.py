@@ -36,13 +36,13 @@ def example(n=4):
     return torch.randn(n, 3, 8, 8, generator=torch.Generator().manual_seed(0))
 
 
-SAME = dict(w_bits=4, a_bits=4, first_last='same')
+SAME = dict(w_bits=4, a_bits=4, first_last='same', conv_output_bits=8)
 
 
 def test_finds_the_convs_a_float_op_reads():
     torch.manual_seed(0)
     model = ConvNeXtLike().eval()
-    quantize_model(model, QuantSettings(**SAME, conv_output_bits=None))
+    quantize_model(model, QuantSettings(**dict(SAME, conv_output_bits=None)))
     # through the permute to the LayerNorm; through ReLU and max pool to
     # the add (conv2 reads it too, through its own quantizer); conv2 is
     # read by conv3 only
