@@ -35,8 +35,6 @@ SHORT = ['quantizer.init.p=2.0', 'quantizer.rounding.method=nearest',
          'quantizer.search.method=none', 'quantizer.calib.holdout_images=0',
          'quantizer.calib.batch_size=4']
 TRANSFORMERS = ('deit-t', 'swin-t')
-FLOAT_CONVS = ('Conv', 'FusedConv', 'NchwcConv')
-FLOAT_MATMULS = ('Gemm', 'FusedGemm', 'MatMul', 'FusedMatMul')
 
 
 def prepare(name: str, out: str, size: int, bits_list) -> dict:
@@ -76,10 +74,12 @@ def prepare(name: str, out: str, size: int, bits_list) -> dict:
 
 def float_layers(path: str, work_dir: str) -> dict:
     """Float convs and matrix products in onnxruntime's optimized graph."""
-    from mmlapq.export.onnxruntime import optimized_ops
+    from mmlapq.export.onnxruntime import FLOAT_KERNELS, optimized_ops
     counts = optimized_ops(path, work_dir)['counts']
-    return dict(convs=sum(counts.get(op, 0) for op in FLOAT_CONVS),
-                matmuls=sum(counts.get(op, 0) for op in FLOAT_MATMULS))
+    convs = sum(counts.get(op, 0) for op in FLOAT_KERNELS if 'Conv' in op)
+    return dict(convs=convs,
+                matmuls=sum(counts.get(op, 0) for op in FLOAT_KERNELS)
+                - convs)
 
 
 def time_backbone(name: str, prepared: dict, out: str, rounds: int) -> dict:
@@ -92,12 +92,7 @@ def time_backbone(name: str, prepared: dict, out: str, rounds: int) -> dict:
         prepared['checkpoint'], [1, 64], 2, rounds, 16, 64, openvino=False,
         ort_dynamic=name in TRANSFORMERS, transformer=False,
         log=lambda m: print(f'{name}: {m}', file=sys.stderr))
-    files = dict(prepared['models'])
-    files['onnxruntime int8'] = osp.join(out, 'runtime', 'ort_int8.onnx')
-    files['FP32'] = osp.join(out, 'runtime', 'fp32.onnx')
-    if name in TRANSFORMERS:
-        files['onnxruntime dynamic int8'] = osp.join(
-            out, 'runtime', 'ort_dynamic_int8.onnx')
+    files = result['files']
     for row in result['rows']:
         if row['model'] in files:
             row['float_layers'] = float_layers(files[row['model']], out)

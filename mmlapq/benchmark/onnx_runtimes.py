@@ -106,7 +106,8 @@ def runtime_benchmark(cfg, models: Dict[str, str], out_dir: str,
                     ov_files[row['model']], threads)
     return dict(rows=rows, threads=threads, rounds=rounds,
                 batch_sizes=list(batch_sizes), calib_images=len(calib_x),
-                test_images=sum(len(y) for _, y in test))
+                test_images=sum(len(y) for _, y in test),
+                files=files)  # onnxruntime's: {label: ONNX path}
 
 
 def _row(runtime: str, label: str, top1_: float, latency: dict) -> dict:
