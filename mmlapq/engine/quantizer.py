@@ -290,9 +290,7 @@ class LAPQQuantizer:
         the convs whose outputs a float op reads (they get output
         quantizers)."""
         try:
-            return quantize_model(model, self.wrap_settings,
-                                  example=None if probe is None
-                                  else probe[:2])
+            return quantize_model(model, self.wrap_settings, example=probe)
         except ValueError as exc:
             raise LAPQError(str(exc)) from None
 

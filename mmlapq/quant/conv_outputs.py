@@ -115,7 +115,8 @@ def convs_read_in_float(model: nn.Module, example: torch.Tensor
                         ) -> Dict[str, str]:
     """{conv name: the first float op that reads its output} for the
     integer-kernel convs of the wrapped ``model``, from one forward of
-    ``model(example)`` in eval mode (the model's mode is restored)."""
+    the first two images of ``example`` in eval mode (the model's mode is
+    restored): which ops read a tensor does not depend on the batch."""
     convs = _integer_convs(model)
     readers = _FloatReaders()
     handles = []
@@ -149,7 +150,7 @@ def convs_read_in_float(model: nn.Module, example: torch.Tensor
     try:
         model.eval()  # no BN statistics move, no drop path runs
         with torch.no_grad(), readers:
-            model(example)
+            model(example[:2])
     finally:
         model.train(training)
         for handle in handles:

@@ -46,7 +46,7 @@ def choose_widths(model: nn.Module, quant: QuantSettings,
     edges = 'same' if settings.free_first_last else quant.first_last
     quantize_model(base, replace(quant, w_bits=base_bits, a_bits=base_bits,
                                  first_last=edges),
-                   example=calib.inputs[0][:2])
+                   example=calib.inputs[0])
     objective = CalibrationObjective(build_chain(base, calib.inputs[0]),
                                      calib, model=base, cache_bytes=0,
                                      reduce_fn=reduce_fn)
