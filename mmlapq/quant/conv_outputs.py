@@ -10,8 +10,9 @@ its downsampling convs, the class-token concat after a ViT's patch
 embedding, a Swish or an SE block. Such a conv stays a float ``Conv`` in the
 runtime, between a ``DequantizeLinear`` and the float op.
 
-So each such conv gets an output quantizer (8 bits by default): a child
-module ``<conv>.output`` (an ``nn.Identity`` with an input quantizer, clip
+With ``QuantSettings.conv_output_bits`` set (off by default: OpenVINO
+computes other numbers for some of these graphs, docs/zoo.md), each such
+conv gets an output quantizer of those bits: a child module ``<conv>.output`` (an ``nn.Identity`` with an input quantizer, clip
 ``<conv>.output.input``) that the conv calls last. The float op then reads
 the dequantized 8-bit output, as in onnxruntime's own static int8 models,
 and the PyTorch model computes that too: the clip is initialised, searched
@@ -24,9 +25,10 @@ values are quantized (ReLU, max pool, views, permutes, dropout); a conv
 whose output reaches any other op outside a quantizer is read in float.
 A conv followed by a ReLU and then a float op is quantized before the
 ReLU (on a signed grid, the ReLU running in float after the
-``DequantizeLinear``). Linear layers are left alone: a runtime already runs a Linear with
-quantized inputs and a float output as an integer kernel
-(``MatMulIntegerToFloat``), so an output quantizer would only add error.
+``DequantizeLinear``). Linear layers are left alone: a runtime already
+runs a Linear with quantized inputs and a float output as an integer
+kernel (``MatMulIntegerToFloat``), so an output quantizer would only add
+error.
 """
 from typing import Dict, List, Optional, Sequence, Tuple
 
