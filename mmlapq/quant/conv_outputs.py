@@ -12,9 +12,10 @@ runtime, between a ``DequantizeLinear`` and the float op.
 
 With ``QuantSettings.conv_output_bits`` set (off by default: OpenVINO
 computes other numbers for some of these graphs, docs/zoo.md), each such
-conv gets an output quantizer of those bits: a child module ``<conv>.output`` (an ``nn.Identity`` with an input quantizer, clip
+conv gets an output quantizer of those bits: a child module
+``<conv>.output`` (an ``nn.Identity`` with an input quantizer, clip
 ``<conv>.output.input``) that the conv calls last. The float op then reads
-the dequantized 8-bit output, as in onnxruntime's own static int8 models,
+the dequantized output, as in onnxruntime's own static int8 models,
 and the PyTorch model computes that too: the clip is initialised, searched
 and guarded like any other, and the export writes ``QuantizeLinear ->
 DequantizeLinear`` after the conv, which the runtime fuses into the conv.
