@@ -96,10 +96,12 @@ def openvino_outputs(path: str, threads: Optional[int] = None
                      ) -> OutputsRunner:
     """The same in OpenVINO's CPU plugin."""
     from .openvino import openvino_compiled
-    compiled = openvino_compiled(path, threads)
+    compiled = {}
 
     def run(x: np.ndarray) -> Dict[str, np.ndarray]:
-        return {name: value for port, value in compiled(x).items()
+        if x.shape not in compiled:  # static shapes, as openvino_runner
+            compiled[x.shape] = openvino_compiled(path, threads, x.shape)
+        return {name: value for port, value in compiled[x.shape](x).items()
                 for name in port.get_names()}
     return run
 
