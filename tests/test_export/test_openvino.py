@@ -59,8 +59,8 @@ def test_openvino_computes_a_patch_conv_with_its_output_quantizer(tmp_path):
     with torch.no_grad():
         model.backbone.patch_embed.projection.bias.uniform_(-1, 1)
     x = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    plans = quantize_model(model, QuantSettings(w_bits=8, a_bits=8, conv_output_bits=8),
-        example=x[:2])
+    settings = QuantSettings(w_bits=8, a_bits=8, conv_output_bits=8)
+    plans = quantize_model(model, settings, example=x[:2])
     assert [p.name for p in plans if p.type == 'ConvOutput'] == \
         ['backbone.patch_embed.projection.output']
     objective = CalibrationObjective(
