@@ -3,6 +3,7 @@ configs at a small input size with random weights: what a user's own model
 looks like to mmlapq."""
 import os
 import os.path as osp
+from typing import Optional
 
 import torch
 
@@ -111,3 +112,69 @@ def save_zoo_checkpoint(name: str, path: str) -> str:
     torch.save(dict(meta=dict(mmcls_version='1.0.0rc6'),
                     state_dict=model.state_dict()), path)
     return path
+
+
+def first_conv_output_difference(model, onnx_path: str, images
+                                 ) -> Optional[dict]:
+    """Where onnxruntime first computes other codes than PyTorch at a conv
+    output quantizer (quant/conv_outputs.py), in forward order: that
+    quantizer's name, the share of its codes that differ, the largest
+    difference in steps, and how far from a rounding tie (half a step)
+    PyTorch's value was at each differing code, at most. None when every
+    conv output's codes agree.
+
+    Why: PyTorch computes a conv in float and rounds its output; the
+    runtime's QLinearConv accumulates integers and requantizes with one
+    float multiply. The two agree except where the value lies within float
+    error of a tie; one such code then moves the layers after it, and a
+    random-weight model at 4 bits can amplify it into another top-1. An
+    export bug moves codes away from ties."""
+    import numpy as np
+    import onnx
+
+    from mmlapq.export.divergence import (
+        activation_dequantizers, onnxruntime_outputs, with_outputs)
+    from mmlapq.quant.conv_outputs import output_quantizer_module
+    seen = []  # (name, PyTorch's value in steps, its code), forward order
+    hooks = []
+    for name, module in model.named_modules():
+        output = output_quantizer_module(module)
+        if output is None:
+            continue
+        quantizer = output.input_quantizer
+        step = float(quantizer.dequantize(torch.ones(1)) -
+                     quantizer.dequantize(torch.zeros(1)))
+
+        def keep(_, inputs, out, name=name, step=step):
+            seen.append((name, inputs[0].numpy() / step, out.numpy() / step))
+        hooks.append(output.register_forward_hook(keep))
+    with torch.no_grad():
+        model(torch.from_numpy(images), mode='tensor')
+    for hook in hooks:
+        hook.remove()
+    graph = onnx.load(onnx_path)
+    producer = {o: n for n in graph.graph.node for o in n.output}
+    steps = {}
+    for name, step in activation_dequantizers(graph).items():
+        # DequantizeLinear <- [Clip] <- QuantizeLinear <- Conv (not the
+        # repeated pairs before adds, which read a DequantizeLinear)
+        source = producer.get(producer[name].input[0])
+        if source is not None and source.op_type == 'Clip':
+            source = producer.get(source.input[0])
+        if source is not None and source.op_type == 'QuantizeLinear':
+            source = producer.get(source.input[0])
+            if source is not None and source.op_type == 'Conv':
+                steps[name] = step
+    assert len(steps) == len(seen), (len(steps), [n for n, _, _ in seen])
+    path = with_outputs(onnx_path, list(steps), onnx_path + '.codes.onnx')
+    runtime = onnxruntime_outputs(path)(images)
+    for (name, value, codes), (tensor, step) in zip(seen, steps.items()):
+        theirs = runtime[tensor] / step
+        assert theirs.shape == codes.shape, (name, tensor)
+        moved = np.abs(theirs - codes) > 0.5
+        if moved.any():
+            tie = np.abs(value - np.floor(value) - 0.5)[moved]
+            return dict(quantizer=name, codes_differing=float(moved.mean()),
+                        max_steps=float(np.abs(theirs - codes).max()),
+                        max_tie_distance=float(tie.max()))
+    return None

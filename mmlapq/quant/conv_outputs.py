@@ -10,9 +10,8 @@ its downsampling convs, the class-token concat after a ViT's patch
 embedding, a Swish or an SE block. Such a conv stays a float ``Conv`` in the
 runtime, between a ``DequantizeLinear`` and the float op.
 
-With ``QuantSettings.conv_output_bits`` set (off by default: OpenVINO
-computes other numbers for some of these graphs, docs/zoo.md), each such
-conv gets an output quantizer of those bits: a child module
+With ``QuantSettings.conv_output_bits`` set (8 by default; None turns
+it off), each such conv gets an output quantizer of those bits: a child module
 ``<conv>.output`` (an ``nn.Identity`` with an input quantizer, clip
 ``<conv>.output.input``) that the conv calls last. The float op then reads
 the dequantized output, as in onnxruntime's own static int8 models,

@@ -79,11 +79,9 @@ class QuantSettings:
     shortcut_bits: Optional[int] = 8
     # The integer target's output quantizers of the convs whose outputs a
     # float op reads (LayerNorm, GELU, an add, a concat), so that those
-    # convs run on integer kernels too (quant/conv_outputs.py); None (the
-    # default): such convs keep a float output and run as float convs in a
-    # runtime. Off by default: OpenVINO 2026.4 computes other numbers than
-    # PyTorch and onnxruntime for some of these graphs (docs/zoo.md).
-    conv_output_bits: Optional[int] = None
+    # convs run on integer kernels too (quant/conv_outputs.py); None: such
+    # convs keep a float output and run as float convs in a runtime.
+    conv_output_bits: Optional[int] = 8
     # Cross-layer equalization before wrapping (quant/equalize.py): False,
     # True (defaults) or a dict of EqualizeSettings fields.
     equalize: Union[bool, dict] = False

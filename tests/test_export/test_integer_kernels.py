@@ -183,10 +183,10 @@ def test_every_quantized_layer_runs_an_integer_kernel(tmp_path, name, bits,
 def test_the_bundled_deit_runs_every_linear_and_product_on_integer_kernels(
         tmp_path, bits, fmnist_data):
     """The trained DeiT (6 layers): its 24 Linear layers, the head and the
-    12 attention products are integer kernels in onnxruntime's optimized
-    graph; no float MatMul or Gemm is left (the patch embedding's conv,
-    whose output goes into the class token's concat, stays a float Conv
-    without conv_output_bits)."""
+    12 attention products and the patch embedding's conv (whose output the
+    class token's concat reads: it has an output quantizer) are integer
+    kernels in onnxruntime's optimized graph; no float MatMul, Gemm or
+    Conv is left."""
     from test_attention_export import INTEGER_MATMULS, float_matmuls
     model, x, _ = quantized('deit-tiny-6l', bits)
     path = str(tmp_path / 'deit.onnx')
@@ -196,4 +196,5 @@ def test_the_bundled_deit_runs_every_linear_and_product_on_integer_kernels(
         6 * 4 + 1 + 6 * 2
     assert float_matmuls(counts) == 0
     assert counts.get('Conv', 0) + counts.get('FusedConv', 0) + \
-        counts.get('NchwcConv', 0) == 1
+        counts.get('NchwcConv', 0) == 0
+    assert counts.get('QLinearConv', 0) == 1
