@@ -3,7 +3,7 @@ configs at a small input size with random weights: what a user's own model
 looks like to mmlapq."""
 import os
 import os.path as osp
-from typing import Optional
+from typing import Dict, Optional
 
 import torch
 
@@ -114,14 +114,15 @@ def save_zoo_checkpoint(name: str, path: str) -> str:
     return path
 
 
-def first_conv_output_difference(model, onnx_path: str, images
-                                 ) -> Optional[dict]:
-    """Where onnxruntime first computes other codes than PyTorch at a conv
+def first_moved_conv_outputs(model, onnx_path: str, images
+                             ) -> Dict[int, Optional[dict]]:
+    """For each image whose top-1 differs between PyTorch and onnxruntime:
+    where onnxruntime first computed other codes than PyTorch at a conv
     output quantizer (quant/conv_outputs.py), in forward order: that
-    quantizer's name, the share of its codes that differ, the largest
-    difference in steps, and how far from a rounding tie (half a step)
-    PyTorch's value was at each differing code, at most. None when every
-    conv output's codes agree.
+    conv, how many of its codes differ, the largest difference in steps,
+    and how far from a rounding tie (half a step) PyTorch's value was at
+    each differing code, at most; None when no conv output's code moved
+    in that image.
 
     Why: PyTorch computes a conv in float and rounds its output; the
     runtime's QLinearConv accumulates integers and requantizes with one
@@ -132,10 +133,9 @@ def first_conv_output_difference(model, onnx_path: str, images
     import numpy as np
     import onnx
 
-    from mmlapq.export.divergence import (
-        activation_dequantizers, onnxruntime_outputs, with_outputs)
+    from mmlapq.export.divergence import onnxruntime_outputs, with_outputs
     from mmlapq.quant.conv_outputs import output_quantizer_module
-    seen = []  # (name, PyTorch's value in steps, its code), forward order
+    seen = {}  # conv name -> (PyTorch's value in steps, its code, step)
     hooks = []
     for name, module in model.named_modules():
         output = output_quantizer_module(module)
@@ -146,35 +146,58 @@ def first_conv_output_difference(model, onnx_path: str, images
                      quantizer.dequantize(torch.zeros(1)))
 
         def keep(_, inputs, out, name=name, step=step):
-            seen.append((name, inputs[0].numpy() / step, out.numpy() / step))
+            # copies: an in-place ReLU after the quantizer would change them
+            seen[name] = (inputs[0].numpy().copy() / step,
+                          out.numpy().copy() / step, step)
         hooks.append(output.register_forward_hook(keep))
     with torch.no_grad():
-        model(torch.from_numpy(images), mode='tensor')
+        logits = model(torch.from_numpy(images), mode='tensor').numpy()
     for hook in hooks:
         hook.remove()
-    graph = onnx.load(onnx_path)
-    producer = {o: n for n in graph.graph.node for o in n.output}
-    steps = {}
-    for name, step in activation_dequantizers(graph).items():
-        # DequantizeLinear <- [Clip] <- QuantizeLinear <- Conv (not the
-        # repeated pairs before adds, which read a DequantizeLinear)
-        source = producer.get(producer[name].input[0])
-        if source is not None and source.op_type == 'Clip':
-            source = producer.get(source.input[0])
-        if source is not None and source.op_type == 'QuantizeLinear':
-            source = producer.get(source.input[0])
-            if source is not None and source.op_type == 'Conv':
-                steps[name] = step
-    assert len(steps) == len(seen), (len(steps), [n for n, _, _ in seen])
-    path = with_outputs(onnx_path, list(steps), onnx_path + '.codes.onnx')
+    # The exported conv of module a.b.c is node /model/a/b/c/Conv (a
+    # Sequential's child: /model/a/b/b.0/Conv for a.b.0); its output
+    # quantizer the QuantizeLinear -> [Clip] -> DequantizeLinear reading it.
+    graph = onnx.load(onnx_path).graph
+    readers = {}
+    for node in graph.node:
+        for value in node.input:
+            readers.setdefault(value, []).append(node)
+    tensors = {}
+    for conv in graph.node:
+        parts = conv.name.split('/')[2:-1]  # '', 'model', ..., 'Conv'
+        for i in range(len(parts) - 1, 0, -1):
+            if parts[i].startswith(parts[i - 1] + '.'):
+                del parts[i - 1]
+        name = '.'.join(parts)
+        if conv.op_type != 'Conv' or name not in seen:
+            continue
+        chain = [n for n in readers.get(conv.output[0], [])
+                 if n.op_type == 'QuantizeLinear']
+        while chain and chain[-1].op_type != 'DequantizeLinear':
+            after = readers.get(chain[-1].output[0], [])
+            if len(after) != 1 or after[0].op_type not in (
+                    'Clip', 'DequantizeLinear'):
+                break
+            chain.append(after[0])
+        assert chain and chain[-1].op_type == 'DequantizeLinear', name
+        tensors[name] = chain[-1].output[0]
+    assert set(tensors) == set(seen), set(seen) - set(tensors)
+    path = with_outputs(onnx_path, list(tensors.values()),
+                        onnx_path + '.codes.onnx')
     runtime = onnxruntime_outputs(path)(images)
-    for (name, value, codes), (tensor, step) in zip(seen, steps.items()):
-        theirs = runtime[tensor] / step
-        assert theirs.shape == codes.shape, (name, tensor)
-        moved = np.abs(theirs - codes) > 0.5
-        if moved.any():
-            tie = np.abs(value - np.floor(value) - 0.5)[moved]
-            return dict(quantizer=name, codes_differing=float(moved.mean()),
-                        max_steps=float(np.abs(theirs - codes).max()),
-                        max_tie_distance=float(tie.max()))
-    return None
+    scores = runtime[graph.output[0].name]
+    first_moved = {}  # image -> where its codes first moved
+    for name, (value, codes, step) in seen.items():  # forward order
+        theirs = runtime[tensors[name]] / step
+        assert theirs.shape == codes.shape, name
+        steps = np.round(np.abs(theirs - codes))
+        tie = np.abs(value - np.floor(value) - 0.5)
+        for image in np.flatnonzero(steps.reshape(len(steps), -1).any(1)):
+            if image not in first_moved:
+                moved = steps[image] > 0
+                first_moved[image] = dict(
+                    conv=name, codes=int(moved.sum()),
+                    max_steps=float(steps[image].max()),
+                    max_tie_distance=float(tie[image][moved].max()))
+    return {int(image): first_moved.get(image) for image in
+            np.flatnonzero(scores.argmax(1) != logits.argmax(1))}

@@ -100,7 +100,7 @@ def openvino_outputs(path: str, threads: Optional[int] = None
 
     def run(x: np.ndarray) -> Dict[str, np.ndarray]:
         if x.shape not in compiled:  # static shapes, as openvino_runner
-            compiled[x.shape] = openvino_compiled(path, threads, x.shape)
+            compiled[x.shape] = openvino_compiled(path, x.shape, threads)
         return {name: value for port, value in compiled[x.shape](x).items()
                 for name in port.get_names()}
     return run

@@ -17,10 +17,10 @@ def openvino_available() -> bool:
     return True
 
 
-def openvino_compiled(path: str, threads: Optional[int] = None,
-                      shape: Optional[Sequence[int]] = None):
+def openvino_compiled(path: str, shape: Sequence[int],
+                      threads: Optional[int] = None):
     """An OpenVINO CPU model of the ONNX (or IR) file ``path``, compiled
-    for the static input ``shape`` when given.
+    for the static input ``shape``.
 
     Why a static shape: OpenVINO recommends it on CPU, and with a dynamic
     batch its CPU plugin (2026.4) computed other numbers than the graph
@@ -37,8 +37,7 @@ def openvino_compiled(path: str, threads: Optional[int] = None,
         config['INFERENCE_NUM_THREADS'] = threads
     core = ov.Core()
     model = core.read_model(path)
-    if shape is not None:
-        model.reshape(list(shape))
+    model.reshape(list(shape))
     return core.compile_model(model, 'CPU', config)
 
 
@@ -50,7 +49,7 @@ def openvino_runner(path: str, threads: Optional[int] = None) -> Runner:
     def run(x: np.ndarray) -> np.ndarray:
         if x.shape not in requests:
             requests[x.shape] = openvino_compiled(
-                path, threads, x.shape).create_infer_request()
+                path, x.shape, threads).create_infer_request()
         return requests[x.shape].infer({0: x})[0]
     return run
 
@@ -63,7 +62,7 @@ def openvino_int8_layers(path: str, threads: Optional[int] = None
     import openvino as ov
     dims = list(ov.Core().read_model(path).inputs[0].get_partial_shape())
     shape = [1] + [d.get_length() for d in dims[1:]]
-    compiled = openvino_compiled(path, threads, shape)
+    compiled = openvino_compiled(path, shape, threads)
     compiled.create_infer_request().infer({0: np.zeros(shape, np.float32)})
     counts: Dict[str, int] = {}
     for op in compiled.get_runtime_model().get_ordered_ops():

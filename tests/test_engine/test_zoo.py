@@ -9,7 +9,7 @@ import pytest
 import torch
 from imagenet_fixture import label_val_by_model, make_imagenet_folder
 from inprocess import printed_top1, quantize_tool
-from zoo import SIZE, ZOO, build_zoo_model, first_conv_output_difference, \
+from zoo import SIZE, ZOO, build_zoo_model, first_moved_conv_outputs, \
     save_zoo_checkpoint, write_user_config
 
 from mmlapq.quant import QuantSettings, quantization_disabled, quantize_model
@@ -89,22 +89,28 @@ def test_user_config_quantizes_reloads_and_exports(name, tmp_path, capsys):
     assert info['dynamic_batch'], name
     check = compare_with_onnxruntime(cfg, qckpt, onnx_path)
     if check['agreement'] < 100.0:
-        # Measured 2026-12-06 with the conv output quantizers: RepVGG-A0
-        # and Swin-T 5 of 6, each from one code of one conv output at a
-        # rounding tie (first_conv_output_difference); any other moved
-        # code is an export bug.
+        # Each image whose top-1 differs must owe it to one conv-output
+        # code at a rounding tie (one step, within float error of half a
+        # step), the first code that moved in it: random 4-bit weights
+        # amplify that. Measured 2026-12-06: RepVGG-A0 and Swin-T, 5 of 6
+        # images each. A code moved by an export bug is not at a tie.
         model = build_model(cfg, qckpt)
         images, _ = preprocessed_test_set(cfg, model, 6, 6)[0]
-        moved = first_conv_output_difference(model, onnx_path, images)
-        assert moved is not None and moved['max_steps'] == 1.0 and \
-            moved['codes_differing'] < 1e-4 and \
-            moved['max_tie_distance'] < 1e-3, (check, moved)
+        moved = first_moved_conv_outputs(model, onnx_path, images)
+        assert moved and all(
+            m is not None and m['max_steps'] == 1.0 and
+            m['max_tie_distance'] < 1e-3 for m in moved.values()), \
+            (check, moved)
     if name in ('convnext-t', 'swin-t'):
         check = compare_with_runtime(cfg, qckpt, onnx_path,
                                      runtime='openvino')
         if name == 'swin-t' and check['agreement'] < 100.0:
-            # Measured 2026-12-06, OpenVINO 2026.4.1: 3 of 6 images, logit
-            # difference 2.4, while onnxruntime agrees on all (docs/zoo.md).
+            # OpenVINO 2026.4.1's float kernels (LayerNorm, MatMul,
+            # softmax) differ from PyTorch's by a float32 ulp or two and
+            # move codes at ties through the 24 blocks (tools/export.py
+            # --divergence, docs/zoo.md): 3 of 6 images agreed with the
+            # dynamic-batch compile, 6 of 6 with the static one
+            # (2026-12-06); another machine may round otherwise.
             pytest.xfail(f'OpenVINO computes other numbers than PyTorch on '
                          f'this Swin: {check}')
         assert check['agreement'] == 100.0, check
