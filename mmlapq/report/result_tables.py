@@ -84,7 +84,8 @@ def _mixed_row(model: str) -> Tuple[Optional[Cell], ...]:
 
 def _uniform_row(model: str) -> Tuple[Optional[Cell], ...]:
     lsq = f'{model}_lsq_seeds'
-    return (None, None, Cell(lsq, 'lapq_qdrop_lsq', 'w4a4'),
+    return (Cell(f'{model}_w8a8_seeds', 'lp', 'w8a8'), None,
+            Cell(lsq, 'lapq_qdrop_lsq', 'w4a4'),
             Cell(lsq, 'lapq_qdrop_lsq', 'w3a3'),
             Cell(lsq, 'lapq_qdrop_lsq', 'w2a4'))
 
@@ -93,16 +94,17 @@ MIXED_TABLE = Table(
     'docs/mixed_precision.md', 'mixed',
     tuple(f'BOPs of {b.upper()}' for b in BUDGETS), {
         'MobileNetV2, mixed': _mixed_row('mobilenet-v2'),
-        'MobileNetV2, uniform (its config)': _uniform_row('mobilenet-v2'),
+        'MobileNetV2, uniform': _uniform_row('mobilenet-v2'),
         'ResNet-18, mixed': _mixed_row('resnet18'),
-        'ResNet-18, uniform (its config)': _uniform_row('resnet18'),
+        'ResNet-18, uniform': _uniform_row('resnet18'),
     },
     'Top-1 (%) on all 10,000 Fashion-MNIST test images, mean +- sd over 3 '
     'calibration seeds. Mixed: `tools/benchmark.py '
     'configs/lapq/MODEL_fmnist_mixed_bops-w4a4.py --methods lapq_mixed '
     '--bits BUDGET --seeds 3` (the config, its budget set to the BOPs of '
-    'uniform BUDGET); uniform: the W4A4 config at that width (QDrop with '
-    'learned steps + the search).', missing_ok=True)
+    'uniform BUDGET); uniform: W8A8 the Lp init alone, the others the '
+    'W4A4 config at that width (QDrop with learned steps + the search).',
+    missing_ok=True)
 
 TABLES = (README_TABLE, MIXED_TABLE)
 
