@@ -53,8 +53,8 @@ def dequantizer_places(model) -> Dict[str, str]:
         # back through the pair's own QuantizeLinear (and the Clip of a
         # grid narrower than its integer type) to the op it quantizes
         source = producer.get(dequantize.input[0])
-        while source is not None and source.op_type in ('QuantizeLinear',
-                                                         'Clip'):
+        while source is not None and \
+                source.op_type in ('QuantizeLinear', 'Clip'):
             source = producer.get(source.input[0])
         scope = dequantize.name.rsplit('/', 1)[0].replace('/model/', '')
         places[name] = (f"{scope.strip('/')}: "
