@@ -97,14 +97,21 @@ MIXED_TABLE = Table(
         'MobileNetV2, uniform': _uniform_row('mobilenet-v2'),
         'ResNet-18, mixed': _mixed_row('resnet18'),
         'ResNet-18, uniform': _uniform_row('resnet18'),
+        'VGG-11-BN, mixed': (None, None, None, Cell(
+            'vgg11bn_mixed_w3a3_seeds', 'lapq_mixed', 'w3a3'), None),
+        'VGG-11-BN, uniform': (
+            Cell('vgg11bn_w8a8_seeds', 'lp', 'w8a8'), None,
+            Cell('vgg11bn_config_seeds', 'config', 'w4a4'),
+            Cell('seeds', 'lapq_gptq', 'w3a3'), None),
     },
     'Top-1 (%) on all 10,000 Fashion-MNIST test images, mean +- sd over 3 '
     'calibration seeds. Mixed: `tools/benchmark.py '
     'configs/lapq/MODEL_fmnist_mixed_bops-w4a4.py --methods lapq_mixed '
     '--bits BUDGET --seeds 3` (the config, its budget set to the BOPs of '
-    'uniform BUDGET); uniform: W8A8 the Lp init alone, the others the '
-    'W4A4 config at that width (QDrop with learned steps + the search).',
-    missing_ok=True)
+    'uniform BUDGET; VGG-11-BN: `vgg11bn_fmnist_mixed_bops-w3a3.py`); '
+    'uniform: W8A8 the Lp init alone, the others the W4A4 config at that '
+    'width (ResNet-18, MobileNetV2: QDrop with learned steps + the search; '
+    'VGG-11-BN: GPTQ + the search).', missing_ok=True)
 
 TABLES = (README_TABLE, MIXED_TABLE)
 
