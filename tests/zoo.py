@@ -134,6 +134,8 @@ def first_moved_conv_outputs(model, onnx_path: str, images
     import onnx
 
     from mmlapq.export.divergence import onnxruntime_outputs, with_outputs
+    from mmlapq.export.onnx_qdq import _qdq_chain_to
+    from mmlapq.export.onnxruntime import module_of_node
     from mmlapq.quant.conv_outputs import output_quantizer_module
     seen = {}  # conv name -> (PyTorch's value in steps, its code, step)
     hooks = []
@@ -154,33 +156,17 @@ def first_moved_conv_outputs(model, onnx_path: str, images
         logits = model(torch.from_numpy(images), mode='tensor').numpy()
     for hook in hooks:
         hook.remove()
-    # The exported conv of module a.b.c is node /model/a/b/c/Conv (a
-    # Sequential's child: /model/a/b/b.0/Conv for a.b.0); its output
-    # quantizer the QuantizeLinear -> [Clip] -> DequantizeLinear reading it.
+    # Each conv's output quantizer: the QuantizeLinear -> [Clip] ->
+    # DequantizeLinear that reads the Conv node of that module.
     graph = onnx.load(onnx_path).graph
-    readers = {}
-    for node in graph.node:
-        for value in node.input:
-            readers.setdefault(value, []).append(node)
+    producers = {o: n for n in graph.node for o in n.output}
     tensors = {}
-    for conv in graph.node:
-        parts = conv.name.split('/')[2:-1]  # '', 'model', ..., 'Conv'
-        for i in range(len(parts) - 1, 0, -1):
-            if parts[i].startswith(parts[i - 1] + '.'):
-                del parts[i - 1]
-        name = '.'.join(parts)
-        if conv.op_type != 'Conv' or name not in seen:
-            continue
-        chain = [n for n in readers.get(conv.output[0], [])
-                 if n.op_type == 'QuantizeLinear']
-        while chain and chain[-1].op_type != 'DequantizeLinear':
-            after = readers.get(chain[-1].output[0], [])
-            if len(after) != 1 or after[0].op_type not in (
-                    'Clip', 'DequantizeLinear'):
-                break
-            chain.append(after[0])
-        assert chain and chain[-1].op_type == 'DequantizeLinear', name
-        tensors[name] = chain[-1].output[0]
+    for node in graph.node:
+        chain = _qdq_chain_to(node, producers)
+        conv = chain and producers.get(chain[0].input[0])
+        if conv and conv.op_type == 'Conv' and \
+                module_of_node(conv.name) in seen:
+            tensors[module_of_node(conv.name)] = node.output[0]
     assert set(tensors) == set(seen), set(seen) - set(tensors)
     path = with_outputs(onnx_path, list(tensors.values()),
                         onnx_path + '.codes.onnx')
