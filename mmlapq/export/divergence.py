@@ -95,15 +95,10 @@ def onnxruntime_outputs(path: str, threads: Optional[int] = None
 def openvino_outputs(path: str, threads: Optional[int] = None
                      ) -> OutputsRunner:
     """The same in OpenVINO's CPU plugin."""
-    from .openvino import openvino_compiled
-    compiled = {}
-
-    def run(x: np.ndarray) -> Dict[str, np.ndarray]:
-        if x.shape not in compiled:  # static shapes, as openvino_runner
-            compiled[x.shape] = openvino_compiled(path, x.shape, threads)
-        return {name: value for port, value in compiled[x.shape](x).items()
-                for name in port.get_names()}
-    return run
+    from .openvino import openvino_inference
+    infer = openvino_inference(path, threads)
+    return lambda x: {name: value for port, value in infer(x).items()
+                      for name in port.get_names()}
 
 
 def code_divergence(steps: Dict[str, float],

@@ -41,17 +41,25 @@ def openvino_compiled(path: str, shape: Sequence[int],
     return core.compile_model(model, 'CPU', config)
 
 
-def openvino_runner(path: str, threads: Optional[int] = None) -> Runner:
-    """A function of a batch giving the model's first output, compiled
-    once for each input shape it meets (see :func:`openvino_compiled`)."""
+def openvino_inference(path: str, threads: Optional[int] = None
+                       ) -> Callable[[np.ndarray], object]:
+    """A function of a batch giving all the model's outputs (OpenVINO's
+    results, keyed by output port), compiled once for each input shape it
+    meets (see :func:`openvino_compiled`)."""
     requests: Dict[tuple, object] = {}
 
-    def run(x: np.ndarray) -> np.ndarray:
+    def infer(x: np.ndarray):
         if x.shape not in requests:
             requests[x.shape] = openvino_compiled(
                 path, x.shape, threads).create_infer_request()
-        return requests[x.shape].infer({0: x})[0]
-    return run
+        return requests[x.shape].infer({0: x})
+    return infer
+
+
+def openvino_runner(path: str, threads: Optional[int] = None) -> Runner:
+    """A function of a batch giving the model's first output."""
+    infer = openvino_inference(path, threads)
+    return lambda x: infer(x)[0]
 
 
 def openvino_int8_layers(path: str, threads: Optional[int] = None
