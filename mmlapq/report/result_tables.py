@@ -82,27 +82,26 @@ def _mixed_row(model: str) -> Tuple[Optional[Cell], ...]:
                  for b in BUDGETS)
 
 
-def _uniform_row(model: str) -> Tuple[Optional[Cell], ...]:
-    lsq = f'{model}_lsq_seeds'
-    return (Cell(f'{model}_w8a8_seeds', 'lp', 'w8a8'), None,
-            Cell(lsq, 'lapq_qdrop_lsq', 'w4a4'),
-            Cell(lsq, 'lapq_qdrop_lsq', 'w3a3'),
-            Cell(lsq, 'lapq_qdrop_lsq', 'w2a4'))
+def _uniform_row(model: str, w2a4: Optional[Cell] = None
+                 ) -> Tuple[Optional[Cell], ...]:
+    """README's uniform W8A8, W4A4 and W3A3 cells of ``model`` under the
+    budgets of the same widths (none at W4A8), and ``w2a4``."""
+    w8a8, w4a4, w3a3, _ = README_TABLE.rows[model]
+    return (w8a8, None, w4a4, w3a3, w2a4)
 
 
 MIXED_TABLE = Table(
     'docs/mixed_precision.md', 'mixed',
     tuple(f'BOPs of {b.upper()}' for b in BUDGETS), {
         'MobileNetV2, mixed': _mixed_row('mobilenet-v2'),
-        'MobileNetV2, uniform': _uniform_row('mobilenet-v2'),
+        'MobileNetV2, uniform': _uniform_row('MobileNetV2', Cell(
+            'mobilenet-v2_lsq_seeds', 'lapq_qdrop_lsq', 'w2a4')),
         'ResNet-18, mixed': _mixed_row('resnet18'),
-        'ResNet-18, uniform': _uniform_row('resnet18'),
+        'ResNet-18, uniform': _uniform_row('ResNet-18', Cell(
+            'resnet18_lsq_seeds', 'lapq_qdrop_lsq', 'w2a4')),
         'VGG-11-BN, mixed': (None, None, None, Cell(
             'vgg11bn_mixed_w3a3_seeds', 'lapq_mixed', 'w3a3'), None),
-        'VGG-11-BN, uniform': (
-            Cell('vgg11bn_w8a8_seeds', 'lp', 'w8a8'), None,
-            Cell('vgg11bn_config_seeds', 'config', 'w4a4'),
-            Cell('seeds', 'lapq_gptq', 'w3a3'), None),
+        'VGG-11-BN, uniform': _uniform_row('VGG-11-BN'),
     },
     'Top-1 (%) on all 10,000 Fashion-MNIST test images, mean +- sd over 3 '
     'calibration seeds. Mixed: `tools/benchmark.py '
