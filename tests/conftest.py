@@ -13,6 +13,8 @@ if 'OMP_NUM_THREADS' not in os.environ:
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FMNIST_TEST_IMAGES = os.path.join(REPO, 'data', 'fashion_mnist',
                                   't10k-images-idx3-ubyte')
+# The test pass of fmnist_w4a4_run: the first 1000 test images.
+FMNIST_SLICE = 'test_dataloader.dataset.indices=1000'
 
 
 def pytest_configure(config):
@@ -40,7 +42,7 @@ def mmpretrain():
         pytest.skip(message)
 
 
-@pytest.fixture
+@pytest.fixture(scope='session')
 def fmnist_data():
     """Tests that read Fashion-MNIST: skipped on a developer's machine
     without the data, failed under CI (CI=true), where setup must have
@@ -61,3 +63,22 @@ def skip_where_int8_pairs_saturate():
     from mmlapq.export.cpu import SATURATION_NOTE, int8_pairs_saturate
     if int8_pairs_saturate():
         pytest.skip(SATURATION_NOTE)
+
+
+@pytest.fixture(scope='session')
+def fmnist_w4a4_run(tmp_path_factory, fmnist_data):
+    """The embedded default's main job (configs/lapq/vgg11bn_fmnist_w4a4.py)
+    run once by tools/quantize.py on a slice: its own test pass on the
+    first 1000 test images, 256 calibration images, 40 evaluations.
+    test_fmnist_main_job checks its report and reload; test_fmnist_export
+    exports it. Returns its work dir and what it printed."""
+    import subprocess
+    work_dir = str(tmp_path_factory.mktemp('fmnist') / 'w4a4')
+    proc = subprocess.run(
+        [sys.executable, 'tools/quantize.py',
+         os.path.join(REPO, 'configs', 'lapq', 'vgg11bn_fmnist_w4a4.py'),
+         '--work-dir', work_dir, '--calib-images', '256', '--max-evals', '40',
+         '--cfg-options', FMNIST_SLICE, 'quantizer.init.p_grid=[2.0,3.0,4.0]'],
+        cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return work_dir, proc.stdout

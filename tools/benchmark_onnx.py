@@ -51,38 +51,13 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def markdown(result: dict) -> str:
-    sizes = result['batch_sizes']
-    head = '| runtime | model | top-1 | ' + ' | '.join(
-        f'batch {b}: ms, x FP32, x int8' for b in sizes) + ' |'
-    lines = [head, '|---' * (3 + len(sizes)) + '|']
-    for row in result['rows']:
-        cells = []
-        for b in sizes:
-            vs_int8 = row[f'b{b}_vs_int8']
-            cells.append(f"{row[f'b{b}_ms']:.2f}, "
-                         f"{row[f'b{b}_vs_fp32']:.2f}, "
-                         + ('-' if vs_int8 is None else f'{vs_int8:.2f}'))
-        lines.append(f"| {row['runtime']} | {row['model']} | "
-                     f"{row['top1']:.2f} | " + ' | '.join(cells) + ' |')
-    lines.append(f"\n{result['threads']} threads, median of "
-                 f"{result['rounds']} rounds in turns; x FP32: median of the "
-                 "per-round ratios; top-1 on "
-                 f"{result['test_images']} test images.")
-    for row in result['rows']:
-        if row.get('kernels'):
-            lines.append(f"OpenVINO kernels of {row['model']}: "
-                         + ', '.join(f'{k} x{v}' for k, v in
-                                     sorted(row['kernels'].items())))
-    return '\n'.join(lines)
-
-
 def main(argv=None) -> int:
     import mmlapq  # noqa: F401
     from mmlapq.engine import LAPQError
     from mmlapq.engine.config import load_config
     from mmlapq.benchmark.onnx_runtimes import runtime_benchmark
     from mmlapq.fileio import atomic_write
+    from mmlapq.report.runtime_table import runtime_caption, runtime_markdown
     args = parse_args(argv)
     models = {}
     for item in args.models:
@@ -106,7 +81,7 @@ def main(argv=None) -> int:
     except LAPQError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
-    table = markdown(result)
+    table = '\n\n'.join([runtime_markdown(result), *runtime_caption(result)])
     print(table)
     for ext, text in (('md', table + '\n'),
                       ('json', json.dumps(result, indent=1))):

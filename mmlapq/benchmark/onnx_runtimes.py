@@ -2,6 +2,7 @@
 of exported models next to the float model and the runtimes' own int8
 quantizers (onnxruntime's ``quantize_static``; NNCF for OpenVINO), every
 model of a runtime timed in turns in this process (``timing``)."""
+import datetime
 import os
 import os.path as osp
 from typing import Dict, Optional
@@ -10,6 +11,7 @@ import numpy as np
 import torch
 
 from ..engine.calibration import build_calibration_set
+from ..engine.env import cpu_model
 from ..engine.errors import LAPQError
 from ..engine.export import build_model, export_onnx, preprocessed_test_set
 from ..export import onnxruntime as ort
@@ -107,7 +109,21 @@ def runtime_benchmark(cfg, models: Dict[str, str], out_dir: str,
     return dict(rows=rows, threads=threads, rounds=rounds,
                 batch_sizes=list(batch_sizes), calib_images=len(calib_x),
                 test_images=sum(len(y) for _, y in test),
+                env=_runtime_env(),
                 files=files)  # onnxruntime's: {label: ONNX path}
+
+
+def _runtime_env() -> dict:
+    """The machine, the date and the runtimes' versions of a run."""
+    from importlib.metadata import PackageNotFoundError, version
+    env = dict(cpu=cpu_model(),
+               date=datetime.datetime.now().isoformat(timespec='seconds'))
+    for package in ('onnxruntime', 'openvino', 'nncf'):
+        try:
+            env[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    return env
 
 
 def _row(runtime: str, label: str, top1_: float, latency: dict) -> dict:

@@ -5,7 +5,11 @@ results -->`` or ``<!-- results: NAME -->``), its columns, and per row the
 stored run, method and bits of each cell. :func:`render` writes the table
 and a caption that names the machines and dates of the runs it read;
 ``tools/results.py --write`` puts it between the markers and ``--check``
-fails where the file holds anything else."""
+fails where the file holds anything else. The runtime tables of
+docs/deployment.md and docs/transformers.md (``<!-- results: onnx-MODEL
+-->``) are likewise the stored ``tools/benchmark_onnx.py`` runs of
+docs/benchmark_onnx/."""
+import json
 import os.path as osp
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -14,6 +18,7 @@ import yaml
 
 from .results import (MODEL_INDEX, METAFILE, PAGE, LoadFrom, Source,
                       measured, metafile, results_table)
+from .runtime_table import runtime_caption, runtime_markdown
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,23 @@ MIXED_TABLE = Table(
 TABLES = (README_TABLE, MIXED_TABLE)
 
 
+@dataclass(frozen=True)
+class RuntimeTable:
+    """The table of a stored ``tools/benchmark_onnx.py`` run (its
+    benchmark_onnx.json under docs/benchmark_onnx/)."""
+    path: str
+    marker: str
+    run: str
+
+
+RUNTIME_TABLES = tuple(
+    RuntimeTable(page, f'onnx-{model}', f'docs/benchmark_onnx/{model}.json')
+    for page, model in (('docs/deployment.md', 'vgg11bn'),
+                        ('docs/deployment.md', 'resnet18'),
+                        ('docs/deployment.md', 'mobilenet-v2'),
+                        ('docs/transformers.md', 'deit-tiny-6l')))
+
+
 def _figure(repo: str, cell: Cell, missing_ok: bool) -> Optional[dict]:
     if missing_ok and not osp.isfile(osp.join(repo, cell.path)):
         return None
@@ -148,6 +170,14 @@ def render(repo: str, table: Table) -> str:
     return '\n'.join(lines)
 
 
+def render_runtime(repo: str, table: RuntimeTable) -> str:
+    with open(osp.join(repo, table.run)) as f:
+        result = json.load(f)
+    return '\n\n'.join([
+        runtime_markdown(result), *runtime_caption(result),
+        f'Written by `python tools/results.py --write` from {table.run}.'])
+
+
 def between_markers(path: str, text: str, table: str,
                     marker: str = '') -> str:
     """``text`` with ``table`` between its marker pair."""
@@ -169,6 +199,10 @@ def expected_files(repo: str, load_from: LoadFrom) -> Dict[str, str]:
         text = files.get(table.path) or open(osp.join(repo, table.path)).read()
         files[table.path] = between_markers(table.path, text,
                                             render(repo, table), table.marker)
+    for table in RUNTIME_TABLES:
+        text = files.get(table.path) or open(osp.join(repo, table.path)).read()
+        files[table.path] = between_markers(
+            table.path, text, render_runtime(repo, table), table.marker)
     meta = yaml.safe_dump(metafile(repo, load_from), sort_keys=False,
                           width=79)
     index = yaml.safe_dump({'Import': [METAFILE]}, sort_keys=False)

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from conftest import FMNIST_SLICE
 from report_checks import (assert_guard_followed_its_rule,
                            reloaded_metrics)
 
@@ -16,18 +17,11 @@ CHECKPOINT = osp.join(REPO, 'checkpoints', 'vgg11bn_fmnist.pth')
 
 
 @pytest.mark.slow
-def test_fmnist_config_end_to_end_on_a_slice(tmp_path, fmnist_data):
-    work_dir = str(tmp_path / 'fmnist')
-    slice_1000 = 'test_dataloader.dataset.indices=1000'
-    proc = subprocess.run(
-        [sys.executable, 'tools/quantize.py', CONFIG, '--work-dir', work_dir,
-         '--calib-images', '256', '--max-evals', '40', '--cfg-options',
-         slice_1000, 'quantizer.init.p_grid=[2.0,3.0,4.0]'],
-        cwd=REPO, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_fmnist_config_end_to_end_on_a_slice(tmp_path, fmnist_w4a4_run):
+    work_dir, stdout = fmnist_w4a4_run
     # The table printed at the end: FP32, the Lp init, the GPTQ rounding
     # that runs before the search (it carries the search's start loss), LAPQ.
-    lines = proc.stdout.splitlines()
+    lines = stdout.splitlines()
     end = max(i for i, ln in enumerate(lines) if ln.startswith('|'))
     start = end
     while start > 0 and lines[start - 1].startswith('|'):
@@ -55,7 +49,7 @@ def test_fmnist_config_end_to_end_on_a_slice(tmp_path, fmnist_data):
     # The saved model (BN folded, channels-last) reloads to the same top-1
     # on the same 1000 images.
     metrics = reloaded_metrics(REPO, CONFIG, work_dir,
-                               str(tmp_path / 'reload'), [slice_1000])
+                               str(tmp_path / 'reload'), [FMNIST_SLICE])
     assert metrics['accuracy/top1'] == report['quantized']['top1']
     assert metrics['accuracy/top5'] == report['quantized']['top5']
 

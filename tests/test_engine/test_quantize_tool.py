@@ -1,6 +1,9 @@
 """tools/quantize.py end to end on a tiny ImageNet-layout folder at 224x224
 with a random VGG-11 in the mmcls checkpoint format, and its bad inputs."""
+import contextlib
+import functools
 import glob
+import io
 import json
 import os
 import os.path as osp
@@ -13,6 +16,7 @@ import torch
 from imagenet_fixture import (imagenet_cfg_options, label_val_by_model,
                               make_imagenet_folder, save_random_model,
                               save_random_vgg11)
+from inprocess import quantize_tool
 from report_checks import assert_guard_followed_its_rule
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -97,6 +101,21 @@ def test_end_to_end_report_and_reload(imagenet, tmp_path):
 @pytest.mark.parametrize('name, steps, layers', [
     ('resnet18_w4a4', 14, 21 + 1 + 8 * 2 + 3),
     ('mobilenet-v2_w4a4', 21, 53 + 1 + 10 * 2)])
+@functools.lru_cache(maxsize=None)
+def _tool():
+    return quantize_tool()
+
+
+def quantize_here(*args):
+    """The tool's ``main`` in this process (its imports paid once, not per
+    bad input): the exit status and what it printed. An exception the tool
+    does not turn into its one line fails the test with its traceback."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = _tool().main(list(args))
+    return status, out.getvalue(), err.getvalue()
+
+
 def test_resnet_and_mobilenet_end_to_end(imagenet, tmp_path, name, steps,
                                          layers):
     """The ResNet-18 and MobileNetV2 configs on the ImageNet layout: BN
@@ -130,21 +149,24 @@ def test_bad_inputs_fail_with_one_line(imagenet, tmp_path):
     root, ckpt = imagenet
     wd = str(tmp_path / 'wd')
     opts = ['--work-dir', wd, '--cfg-options', *imagenet_cfg_options(root)]
+    # A process of its own: its exit status and stderr, no traceback.
     assert_clean_failure(quantize('configs/lapq/nope.py', *opts),
                          'config configs/lapq/nope.py does not exist', wd)
+    # The others in this process.
     assert_clean_failure(
-        quantize(CONFIG, '--checkpoint', '/no/such.pth', *opts),
+        quantize_here(CONFIG, '--checkpoint', '/no/such.pth', *opts),
         'checkpoint /no/such.pth does not exist', wd)
     # An unreachable load_from URL (loopback, refused at once: no network).
     assert_clean_failure(
-        quantize(CONFIG, *opts, 'load_from=http://127.0.0.1:9/vgg11.pth'),
+        quantize_here(CONFIG, *opts, 'load_from=http://127.0.0.1:9/vgg11.pth'),
         'cannot download checkpoint http://127.0.0.1:9/vgg11.pth', wd)
     assert_clean_failure(
-        quantize(CONFIG, '--checkpoint', ckpt, *opts, 'quantizer.w_bits=1'),
+        quantize_here(CONFIG, '--checkpoint', ckpt, *opts,
+                      'quantizer.w_bits=1'),
         'w_bits=1 is not supported', wd)
     assert_clean_failure(
-        quantize(CONFIG, '--checkpoint', ckpt, *opts,
-                 'quantizer.exclude=[backbone.nothing.*]'),
+        quantize_here(CONFIG, '--checkpoint', ckpt, *opts,
+                      'quantizer.exclude=[backbone.nothing.*]'),
         "layer pattern 'backbone.nothing.*' matches no", wd)
 
 
@@ -156,25 +178,25 @@ def test_bad_checkpoints_and_data_fail_with_one_line(imagenet, tmp_path):
     partial = str(tmp_path / 'partial.pth')
     torch.save({'state_dict': {k: v for k, v in state.items()
                                if 'classifier.6' not in k}}, partial)
-    assert_clean_failure(quantize(CONFIG, '--checkpoint', partial, *opts),
+    assert_clean_failure(quantize_here(CONFIG, '--checkpoint', partial, *opts),
                          'does not fit the model: 2 missing keys', wd)
     nan = str(tmp_path / 'nan.pth')
     state['backbone.classifier.6.bias'] = torch.full((1000, ), float('nan'))
     torch.save({'state_dict': state}, nan)
     del state
     assert_clean_failure(
-        quantize(CONFIG, '--checkpoint', nan, '--calib-images', '4', *opts,
-                 *FAST), 'calibration loss is nan', wd)
+        quantize_here(CONFIG, '--checkpoint', nan, '--calib-images', '4',
+                      *opts, *FAST), 'calibration loss is nan', wd)
     assert_clean_failure(
-        quantize(CONFIG, '--checkpoint', ckpt, '--calib-images', '13', *opts,
-                 *FAST),
+        quantize_here(CONFIG, '--checkpoint', ckpt, '--calib-images', '13',
+                      *opts, *FAST),
         '13 calibration images were asked for but the calibration dataset '
         'holds 12', wd)
     empty = str(tmp_path / 'empty')
     os.makedirs(empty)
     assert_clean_failure(
-        quantize(CONFIG, '--checkpoint', ckpt, '--work-dir', wd,
-                 '--cfg-options', *imagenet_cfg_options(empty)),
+        quantize_here(CONFIG, '--checkpoint', ckpt, '--work-dir', wd,
+                      '--cfg-options', *imagenet_cfg_options(empty)),
         'check data_root', wd)
 
 
@@ -183,9 +205,9 @@ def test_bad_data_and_settings_fail_with_one_line(imagenet, tmp_path):
     wd = str(tmp_path / 'wd')
 
     def run(data_root, *extra):
-        return quantize(CONFIG, '--checkpoint', ckpt, '--work-dir', wd,
-                        '--calib-images', '12', '--cfg-options',
-                        *imagenet_cfg_options(data_root), *FAST, *extra)
+        return quantize_here(CONFIG, '--checkpoint', ckpt, '--work-dir', wd,
+                             '--calib-images', '12', '--cfg-options',
+                             *imagenet_cfg_options(data_root), *FAST, *extra)
 
     def copy_of_data(name):
         copy = str(tmp_path / name)
@@ -242,7 +264,7 @@ def test_work_dir_that_is_a_file_and_unexpected_keys(imagenet, tmp_path):
     extra = str(tmp_path / 'extra.pth')
     torch.save({'state_dict': state}, extra)
     wd = str(tmp_path / 'wd')
-    assert_clean_failure(quantize(CONFIG, '--checkpoint', extra, '--work-dir',
-                                  wd, *opts),
+    assert_clean_failure(quantize_here(CONFIG, '--checkpoint', extra,
+                                       '--work-dir', wd, *opts),
                          'does not fit the model: 1 unexpected keys (e.g. '
                          'backbone.extra.weight)', wd)

@@ -1,7 +1,7 @@
-"""The deployment path on the embedded default, end to end: quantize the
-Fashion-MNIST VGG-11-BN at W4A4, check the integer checkpoint's size,
-export it with no option and run it in onnxruntime on all 10,000 test
-images."""
+"""The deployment path on the embedded default, end to end: the
+Fashion-MNIST VGG-11-BN quantized at W4A4 by its main job (conftest's
+fmnist_w4a4_run), the integer checkpoint's size, exported with no option
+and run in onnxruntime on all 10,000 test images."""
 import os.path as osp
 import re
 import subprocess
@@ -24,14 +24,10 @@ def tool(*args):
 
 
 @pytest.mark.slow
-def test_w4a4_checkpoint_and_onnx_match_pytorch(tmp_path, fmnist_data):
-    work_dir = str(tmp_path / 'w4a4')
-    # A short run (its own test pass on 1000 images); the export check
-    # below uses all 10,000.
-    tool('tools/quantize.py', CONFIG, '--work-dir', work_dir,
-         '--calib-images', '128', '--max-evals', '10', '--cfg-options',
-         'quantizer.init.p=3.0', 'quantizer.calib.holdout_images=128',
-         'test_dataloader.dataset.indices=1000')
+def test_w4a4_checkpoint_and_onnx_match_pytorch(tmp_path, fmnist_w4a4_run):
+    # The main job's run on a slice (conftest); the export check below uses
+    # all 10,000 test images.
+    work_dir, _ = fmnist_w4a4_run
     ckpt = osp.join(work_dir, 'lapq_quantized.pth')
     assert osp.getsize(ckpt) <= 6 * 10**6  # 36.9 MB as float weights
     out = tool('tools/export.py', CONFIG, ckpt, '--verify')

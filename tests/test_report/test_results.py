@@ -8,7 +8,7 @@ import shutil
 import yaml
 from inprocess import tool_module
 
-from mmlapq.report.result_tables import README_TABLE, TABLES
+from mmlapq.report.result_tables import README_TABLE, RUNTIME_TABLES, TABLES
 from mmlapq.report.results import METAFILE, MODEL_INDEX, PAGE, SOURCES
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -58,14 +58,15 @@ def test_check_passes_here_and_fails_on_a_hand_edited_figure(tmp_path):
     copy = tmp_path / 'repo'
     shutil.copytree(osp.join(REPO, 'configs'), copy / 'configs')
     shutil.copy(osp.join(REPO, MODEL_INDEX), copy / MODEL_INDEX)
-    for table in TABLES:
+    for table in TABLES + RUNTIME_TABLES:
         target = copy / table.path
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(osp.join(REPO, table.path), target)
     runs = {s.run for s in SOURCES} | {
         c.path for table in TABLES for cells in table.rows.values()
         for c in cells if c is not None
-        and osp.isfile(osp.join(REPO, c.path))}
+        and osp.isfile(osp.join(REPO, c.path))} | {
+            table.run for table in RUNTIME_TABLES}
     for run in runs:
         (copy / osp.dirname(run)).mkdir(parents=True, exist_ok=True)
         shutil.copy(osp.join(REPO, run), copy / run)
@@ -103,3 +104,25 @@ def test_check_fails_on_a_hand_edited_readme_figure(tmp_path):
     assert tool.main(['--check', '--repo', str(copy)]) == 1
     assert tool.main(['--write', '--repo', str(copy)]) == 0
     assert readme.read_text() == text
+
+
+def test_check_fails_on_a_hand_edited_runtime_figure(tmp_path):
+    """docs/deployment.md's latency tables are the stored
+    tools/benchmark_onnx.py runs': one millisecond figure edited by hand
+    fails the check, --write puts it back."""
+    tool = results_tool()
+    copy = tmp_path / 'repo'
+    shutil.copytree(osp.join(REPO, 'configs'), copy / 'configs')
+    shutil.copytree(osp.join(REPO, 'docs'), copy / 'docs')
+    for name in (MODEL_INDEX, README_TABLE.path):
+        shutil.copy(osp.join(REPO, name), copy / name)
+    page = copy / RUNTIME_TABLES[0].path
+    text = page.read_text()
+    start = text.index(f'<!-- results: {RUNTIME_TABLES[0].marker} -->')
+    row = next(line for line in text[start:].splitlines()
+               if line.startswith('| onnxruntime | FP32 |'))
+    ms = row.split('|')[4].split(',')[0].strip()  # batch 1, milliseconds
+    page.write_text(text.replace(row, row.replace(f'| {ms},', '| 0.01,', 1)))
+    assert tool.main(['--check', '--repo', str(copy)]) == 1
+    assert tool.main(['--write', '--repo', str(copy)]) == 0
+    assert page.read_text() == text
