@@ -2,6 +2,7 @@
 the MobileNetV2 and the DeiT-style ViT): their LAPQ configs build the
 trained model, and the checkpoints are small, plain, documented and give
 their known top-1."""
+import glob
 import hashlib
 import json
 import os.path as osp
@@ -114,6 +115,10 @@ def test_mobilenet_v2_main_job_on_a_slice(tmp_path, fmnist_data):
              if layer['w_bits'] is not None]
     assert len(names) == 53 and 'backbone.layer7.0.conv.1.conv' in names
     assert len(report['layers']) == 53 + 1 + 2 * 10
+    # The chain cache: the stem, the 17 blocks (each a step), the last
+    # conv, the pool and the head.
+    log = open(glob.glob(osp.join(work_dir, '*', '*.log'))[0]).read()
+    assert 'chain of 21 steps' in log
     assert_guard_followed_its_rule(report['lapq'])
     # Measured with these settings: 93.40 -> 86.80 (60 evaluations are the
     # first 5% of a Powell sweep, so the model is about the per-channel Lp
