@@ -48,12 +48,19 @@ def quantize(*args, cwd=REPO):
 def test_end_to_end_report_and_reload(imagenet, tmp_path):
     root, ckpt = imagenet
     work_dir = str(tmp_path / 'run')
+    # GPTQ on the layers of at most 1152 input columns (the first three
+    # convs), nearest rounding on the others: GPTQ and its fallback both
+    # run, in a third of the time of GPTQ on every layer.
     rc, out, err = quantize(
         CONFIG, '--checkpoint', ckpt, '--work-dir', work_dir,
         '--calib-images', '4', '--max-evals', '8', '--cfg-options',
-        *imagenet_cfg_options(root), *FAST)
+        *imagenet_cfg_options(root), *FAST,
+        'quantizer.rounding.gptq.max_columns=1152')
     assert rc == 0, err[-3000:]
     assert '| LAPQ (powell + gptq) |' in out  # the summary table is printed
+    log = open(glob.glob(osp.join(work_dir, '*', '*.log'))[0]).read()
+    assert 'backbone.features.5.conv has 2304 input columns, more than ' \
+        'gptq.max_columns=1152: nearest rounding' in log
     report = json.load(open(osp.join(work_dir, 'lapq_report.json')))
     for key in ('fp32.top1', 'fp32.top5', 'quantized.top1', 'quantized.top5',
                 'init.method', 'init.p', 'init.calib_loss', 'lapq.calib_loss',
