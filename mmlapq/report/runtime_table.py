@@ -40,12 +40,14 @@ def runtime_markdown(result: dict) -> str:
         runtime = RUNTIME_NAMES.get(row['runtime'], row['runtime'])
         lines.append(f"| {runtime} | {row['model']} | {row['top1']:.2f} | "
                      + ' | '.join(cells) + ' |')
+    ratios = 'x int8 (x dynamic int8)' if dynamic else 'x int8'
+    ort_models = '`quantize_static` (`quantize_dynamic`)' if dynamic \
+        else '`quantize_static`'
     lines.append(f"\n{result['threads']} threads, median of "
                  f"{result['rounds']} rounds in turns; x FP32: median of the "
-                 'per-round ratios; x int8 (and x dynamic int8): ratio of '
-                 "the medians to the runtime's own int8 model (onnxruntime "
-                 "`quantize_static`, NNCF); top-1 on "
-                 f"{result['test_images']} test images.")
+                 f'per-round ratios; {ratios}: ratio of the medians to the '
+                 f"runtime's own int8 model (onnxruntime {ort_models}, "
+                 f"NNCF); top-1 on {result['test_images']} test images.")
     kernels = [f"OpenVINO kernels of {row['model']}: "
                + ', '.join(f'{k} x{v}' for k, v in
                            sorted(row['kernels'].items()))

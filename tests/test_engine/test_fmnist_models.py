@@ -119,6 +119,7 @@ def test_mobilenet_v2_main_job_on_a_slice(tmp_path, fmnist_data):
     # conv, the pool and the head.
     log = open(glob.glob(osp.join(work_dir, '*', '*.log'))[0]).read()
     assert 'chain of 21 steps' in log
+    assert report['lapq']['func_evals'] == 60
     assert_guard_followed_its_rule(report['lapq'])
     # Measured with these settings: 93.40 -> 86.80 (60 evaluations are the
     # first 5% of a Powell sweep, so the model is about the per-channel Lp

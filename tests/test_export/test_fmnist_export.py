@@ -30,8 +30,9 @@ def test_w4a4_checkpoint_and_onnx_match_pytorch(tmp_path, fmnist_w4a4_run):
     work_dir, _ = fmnist_w4a4_run
     ckpt = osp.join(work_dir, 'lapq_quantized.pth')
     assert osp.getsize(ckpt) <= 6 * 10**6  # 36.9 MB as float weights
-    out = tool('tools/export.py', CONFIG, ckpt, '--verify')
-    onnx_path = osp.join(work_dir, 'lapq_quantized.onnx')
+    onnx_path = str(tmp_path / 'w4a4.onnx')  # not in the shared work dir
+    out = tool('tools/export.py', CONFIG, ckpt, '--out', onnx_path,
+               '--verify')
     stored = {t.name: t.data_type for t in onnx.load(onnx_path).graph
               .initializer if t.name.endswith('_quantized')}
     # INT8 weights at every width (what integer kernels run), INT32 biases
