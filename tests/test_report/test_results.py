@@ -85,15 +85,21 @@ def test_check_passes_here_and_fails_on_a_hand_edited_figure(tmp_path):
     assert tool.main(['--check', '--repo', str(copy)]) == 1
 
 
-def test_check_fails_on_a_hand_edited_readme_figure(tmp_path):
-    """README's results table: one figure edited by hand fails the check,
-    --write puts the stored run's figure back."""
-    tool = results_tool()
+def copy_of_the_pages(tmp_path):
+    """configs/, docs/ (the stored runs with the pages), model-index.yml
+    and README.md, copied to a repository of their own."""
     copy = tmp_path / 'repo'
     shutil.copytree(osp.join(REPO, 'configs'), copy / 'configs')
     shutil.copytree(osp.join(REPO, 'docs'), copy / 'docs')
     for name in (MODEL_INDEX, README_TABLE.path):
         shutil.copy(osp.join(REPO, name), copy / name)
+    return copy
+
+
+def test_check_fails_on_a_hand_edited_readme_figure(tmp_path):
+    """README's results table: one figure edited by hand fails the check,
+    --write puts the stored run's figure back."""
+    tool, copy = results_tool(), copy_of_the_pages(tmp_path)
     assert tool.main(['--check', '--repo', str(copy)]) == 0
     readme = copy / README_TABLE.path
     text = readme.read_text()
@@ -110,12 +116,7 @@ def test_check_fails_on_a_hand_edited_runtime_figure(tmp_path):
     """docs/deployment.md's latency tables are the stored
     tools/benchmark_onnx.py runs': one millisecond figure edited by hand
     fails the check, --write puts it back."""
-    tool = results_tool()
-    copy = tmp_path / 'repo'
-    shutil.copytree(osp.join(REPO, 'configs'), copy / 'configs')
-    shutil.copytree(osp.join(REPO, 'docs'), copy / 'docs')
-    for name in (MODEL_INDEX, README_TABLE.path):
-        shutil.copy(osp.join(REPO, name), copy / name)
+    tool, copy = results_tool(), copy_of_the_pages(tmp_path)
     page = copy / RUNTIME_TABLES[0].path
     text = page.read_text()
     start = text.index(f'<!-- results: {RUNTIME_TABLES[0].marker} -->')
