@@ -1,9 +1,6 @@
 """tools/quantize.py end to end on a tiny ImageNet-layout folder at 224x224
 with a random VGG-11 in the mmcls checkpoint format, and its bad inputs."""
-import contextlib
-import functools
 import glob
-import io
 import json
 import os
 import os.path as osp
@@ -126,19 +123,21 @@ def test_resnet_end_to_end(imagenet, tmp_path):
     assert f'chain of {steps} steps' in log
 
 
-@functools.lru_cache(maxsize=None)
-def _tool():
-    return quantize_tool()
-
-
-def quantize_here(*args):
+@pytest.fixture
+def quantize_here(capsys):
     """The tool's ``main`` in this process (its imports paid once, not per
-    bad input): the exit status and what it printed. An exception the tool
-    does not turn into its one line fails the test with its traceback."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = _tool().main(list(args))
-    return status, out.getvalue(), err.getvalue()
+    bad input): a function of its arguments giving the exit status and
+    what it printed, through pytest's capture as test_zoo reads it. An
+    exception the tool does not turn into its one line fails the test with
+    its traceback."""
+    tool = quantize_tool()
+
+    def run(*args):
+        capsys.readouterr()  # what earlier calls printed
+        status = tool.main(list(args))
+        out, err = capsys.readouterr()
+        return status, out, err
+    return run
 
 
 def assert_clean_failure(result, match, work_dir):
@@ -150,7 +149,7 @@ def assert_clean_failure(result, match, work_dir):
     assert not osp.exists(work_dir), os.listdir(work_dir)
 
 
-def test_bad_inputs_fail_with_one_line(imagenet, tmp_path):
+def test_bad_inputs_fail_with_one_line(imagenet, tmp_path, quantize_here):
     root, ckpt = imagenet
     wd = str(tmp_path / 'wd')
     opts = ['--work-dir', wd, '--cfg-options', *imagenet_cfg_options(root)]
@@ -175,7 +174,8 @@ def test_bad_inputs_fail_with_one_line(imagenet, tmp_path):
         "layer pattern 'backbone.nothing.*' matches no", wd)
 
 
-def test_bad_checkpoints_and_data_fail_with_one_line(imagenet, tmp_path):
+def test_bad_checkpoints_and_data_fail_with_one_line(imagenet, tmp_path,
+                                                     quantize_here):
     root, ckpt = imagenet
     wd = str(tmp_path / 'wd')
     opts = ['--work-dir', wd, '--cfg-options', *imagenet_cfg_options(root)]
@@ -205,7 +205,8 @@ def test_bad_checkpoints_and_data_fail_with_one_line(imagenet, tmp_path):
         'check data_root', wd)
 
 
-def test_bad_data_and_settings_fail_with_one_line(imagenet, tmp_path):
+def test_bad_data_and_settings_fail_with_one_line(imagenet, tmp_path,
+                                                  quantize_here):
     root, ckpt = imagenet
     wd = str(tmp_path / 'wd')
 
@@ -254,7 +255,8 @@ def test_bad_data_and_settings_fail_with_one_line(imagenet, tmp_path):
                          "calib.batch_size='big' must be of type int", wd)
 
 
-def test_work_dir_that_is_a_file_and_unexpected_keys(imagenet, tmp_path):
+def test_work_dir_that_is_a_file_and_unexpected_keys(imagenet, tmp_path,
+                                                     quantize_here):
     root, ckpt = imagenet
     opts = ['--cfg-options', *imagenet_cfg_options(root)]
     a_file = tmp_path / 'taken'
