@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     from mmlapq.engine.config import load_config
     from mmlapq.benchmark.onnx_runtimes import runtime_benchmark
     from mmlapq.fileio import atomic_write
-    from mmlapq.report.runtime_table import runtime_caption, runtime_markdown
+    from mmlapq.report.runtime_table import runtime_markdown
     args = parse_args(argv)
     models = {}
     for item in args.models:
@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     except LAPQError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
-    table = '\n\n'.join([runtime_markdown(result), *runtime_caption(result)])
+    table = runtime_markdown(result)
     print(table)
     for ext, text in (('md', table + '\n'),
                       ('json', json.dumps(result, indent=1))):

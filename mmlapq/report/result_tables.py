@@ -18,7 +18,7 @@ import yaml
 
 from .results import (MODEL_INDEX, METAFILE, PAGE, LoadFrom, Source,
                       measured, metafile, results_table)
-from .runtime_table import runtime_caption, runtime_markdown
+from .runtime_table import runtime_markdown
 
 
 @dataclass(frozen=True)
@@ -185,9 +185,8 @@ def render(repo: str, table: Table) -> str:
 def render_runtime(repo: str, table: RuntimeTable) -> str:
     with open(osp.join(repo, table.run)) as f:
         result = json.load(f)
-    return '\n\n'.join([
-        runtime_markdown(result), *runtime_caption(result),
-        f'Written by `python tools/results.py --write` from {table.run}.'])
+    return (f'{runtime_markdown(result)}\n\nWritten by `python '
+            f'tools/results.py --write` from {table.run}.')
 
 
 def between_markers(path: str, text: str, table: str,
@@ -207,14 +206,12 @@ def expected_files(repo: str, load_from: LoadFrom) -> Dict[str, str]:
     page = between_markers(PAGE, open(osp.join(repo, PAGE)).read(),
                            results_table(repo, load_from))
     files = {}
-    for table in TABLES:
+    rendered = [(t, render(repo, t)) for t in TABLES] + [
+        (t, render_runtime(repo, t)) for t in RUNTIME_TABLES]
+    for table, markdown in rendered:
         text = files.get(table.path) or open(osp.join(repo, table.path)).read()
-        files[table.path] = between_markers(table.path, text,
-                                            render(repo, table), table.marker)
-    for table in RUNTIME_TABLES:
-        text = files.get(table.path) or open(osp.join(repo, table.path)).read()
-        files[table.path] = between_markers(
-            table.path, text, render_runtime(repo, table), table.marker)
+        files[table.path] = between_markers(table.path, text, markdown,
+                                            table.marker)
     meta = yaml.safe_dump(metafile(repo, load_from), sort_keys=False,
                           width=79)
     index = yaml.safe_dump({'Import': [METAFILE]}, sort_keys=False)

@@ -19,8 +19,9 @@ def _dynamic_ms(result: dict) -> dict:
 
 
 def runtime_markdown(result: dict) -> str:
-    """The run's table, then a line on how it was timed and, per OpenVINO
-    model, the precisions of the kernels it ran."""
+    """The run's table, then a line on how it was timed, per OpenVINO
+    model the precisions of the kernels it ran, and the machine, date and
+    versions where the run stored them."""
     sizes = result['batch_sizes']
     dynamic = _dynamic_ms(result)
     extra = ', x dynamic int8' if dynamic else ''
@@ -54,6 +55,7 @@ def runtime_markdown(result: dict) -> str:
                for row in result['rows'] if row.get('kernels')]
     if kernels:
         lines += [''] + [f'- {line}' for line in kernels]
+    lines += [f'\n{line}' for line in runtime_caption(result)]
     return '\n'.join(lines)
 
 
